@@ -1,0 +1,1 @@
+"""Torch side of rsd: model definitions, diffusion, data, metrics and trainers."""

@@ -1,0 +1,153 @@
+"""Checkpoint I/O: official ResShift `.pth` files and our model directories.
+
+Official files are read with `torch.load(weights_only=True)`, so no arbitrary object is ever unpickled.
+Our format is a directory holding `config.json` (everything needed to rebuild each network) and one
+safetensors file per network:
+
+    model_dir/
+      config.json          {"format": "rsd-model", "components": {"unet": {"kwargs": ..., "weights": ...}, ...},
+                            "diffusion": {...}, "meta": {...}}
+      unet.safetensors
+      autoencoder.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from training.diffusion import ResShiftSchedule, ScheduleConfig
+from training.models import build_autoencoder, build_unet
+
+FORMAT = "rsd-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+_PREFIXES = ("module.", "_orig_mod.")
+_WRAPPER_KEYS = ("state_dict", "model", "params_ema", "ema", "params")
+
+
+class CheckpointMismatchError(ValueError):
+    """A weights file does not fit the network its config describes."""
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
+    """Find the tensor dict inside a loaded checkpoint and strip DDP / torch.compile prefixes."""
+    while not _is_state_dict(obj):
+        if not isinstance(obj, Mapping):
+            raise CheckpointMismatchError(f"checkpoint holds a {type(obj).__name__}, not a state_dict")
+        nested = [k for k in _WRAPPER_KEYS if k in obj] or [k for k, v in obj.items() if isinstance(v, Mapping)]
+        if not nested:
+            raise CheckpointMismatchError(f"no state_dict found in checkpoint (top-level keys: {sorted(obj)[:10]})")
+        obj = obj[nested[0]]
+    state = {}
+    for key, value in obj.items():
+        for prefix in _PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an official `.pth` (bare, nested under a key, with or without `module.` prefixes)."""
+    return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def load_state_dict_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict load that names every missing, unexpected and mis-shaped key before touching the module."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshaped:
+        parts = [f"{source} does not match {type(module).__name__}:"]
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label} keys: {shown}")
+        raise CheckpointMismatchError("; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+@dataclass
+class ModelBundle:
+    """A rebuilt model directory: the networks present plus the diffusion schedule."""
+
+    unet: nn.Module | None
+    autoencoder: nn.Module | None
+    schedule: ResShiftSchedule
+    config: dict = field(default_factory=dict)
+
+    @property
+    def noise_channels(self) -> int:
+        return int(self.config["components"]["unet"]["kwargs"].get("noise_channels", 0))
+
+
+def save_model_dir(
+    path: str | Path,
+    *,
+    unet: nn.Module | None,
+    unet_kwargs: dict | None,
+    autoencoder: nn.Module | None,
+    autoencoder_kwargs: dict | None,
+    schedule: ScheduleConfig,
+    meta: dict | None = None,
+) -> Path:
+    """Write networks as safetensors plus a config.json that fully describes how to rebuild them."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    components = {}
+    for name, module, kwargs in (("unet", unet, unet_kwargs), ("autoencoder", autoencoder, autoencoder_kwargs)):
+        if module is None:
+            continue
+        weights = f"{name}.safetensors"
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, str(path / weights))
+        components[name] = {"kwargs": kwargs, "weights": weights}
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "components": components,
+        "diffusion": schedule.to_dict(),
+        "meta": meta or {},
+    }
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_config(path: str | Path) -> dict:
+    config_path = Path(path) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path} is not a model directory (no {CONFIG_FILE})")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT:
+        raise CheckpointMismatchError(f"{config_path} is not an {FORMAT} config (format={config.get('format')!r})")
+    return config
+
+
+def load_model_dir(path: str | Path, device: torch.device | str = "cpu") -> ModelBundle:
+    """Rebuild every network of a model directory and load its weights strictly."""
+    path = Path(path)
+    config = read_config(path)
+    builders = {"unet": build_unet, "autoencoder": build_autoencoder}
+    modules: dict[str, nn.Module | None] = {"unet": None, "autoencoder": None}
+    for name, spec in config["components"].items():
+        module = builders[name](spec["kwargs"])
+        load_state_dict_checked(module, load_file(str(path / spec["weights"])), source=str(path / spec["weights"]))
+        modules[name] = module.to(device).eval()
+    schedule = ResShiftSchedule(ScheduleConfig(**config["diffusion"]))
+    return ModelBundle(modules["unet"], modules["autoencoder"], schedule, config)

@@ -9,8 +9,12 @@ SCALE = 4
 LATENT_CHANNELS = 3
 
 INPUT_LQ = "lq"  # (B, 3, tile, tile) float32 in [0, 1]
-INPUT_NOISE_PRIOR = "noise_prior"  # (B, 3, tile, tile) float32 N(0, 1): the prior sample x_T = z_y + kappa*sqrt(eta_T)*noise
-INPUT_NOISE_STUDENT = "noise_student"  # (B, 1, tile, tile) float32 N(0, 1): the RSD student's extra input channel
+INPUT_NOISE_PRIOR = (
+    "noise_prior"  # (B, 3, tile, tile) float32 N(0, 1): the prior sample x_T = z_y + kappa*sqrt(eta_T)*noise
+)
+INPUT_NOISE_STUDENT = (
+    "noise_student"  # (B, 1, tile, tile) float32 N(0, 1): the RSD student's extra input channel
+)
 OUTPUT_SR = "sr"  # (B, 3, 4*tile, 4*tile) float32 in [0, 1]
 
 # ONNX metadata_props keys (all values are strings; *_json values are JSON documents).

@@ -5,8 +5,8 @@ Our format is a directory holding `config.json` (everything needed to rebuild ea
 safetensors file per network:
 
     model_dir/
-      config.json          {"format": "rsd-model", "components": {"unet": {"kwargs": ..., "weights": ...}, ...},
-                            "diffusion": {...}, "meta": {...}}
+      config.json          {"format": "rsd-model", "diffusion": {...}, "meta": {...},
+                            "components": {"unet": {"kwargs": ..., "weights": ...}, ...}}
       unet.safetensors
       autoencoder.safetensors
 """
@@ -37,7 +37,9 @@ class CheckpointMismatchError(ValueError):
 
 
 def _is_state_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
 
 
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
@@ -45,9 +47,13 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     while not _is_state_dict(obj):
         if not isinstance(obj, Mapping):
             raise CheckpointMismatchError(f"checkpoint holds a {type(obj).__name__}, not a state_dict")
-        nested = [k for k in _WRAPPER_KEYS if k in obj] or [k for k, v in obj.items() if isinstance(v, Mapping)]
+        nested = [k for k in _WRAPPER_KEYS if k in obj] or [
+            k for k, v in obj.items() if isinstance(v, Mapping)
+        ]
         if not nested:
-            raise CheckpointMismatchError(f"no state_dict found in checkpoint (top-level keys: {sorted(obj)[:10]})")
+            raise CheckpointMismatchError(
+                f"no state_dict found in checkpoint (top-level keys: {sorted(obj)[:10]})"
+            )
         obj = obj[nested[0]]
     state = {}
     for key, value in obj.items():
@@ -63,7 +69,9 @@ def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
-def load_state_dict_checked(module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_state_dict_checked(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Strict load that names every missing, unexpected and mis-shaped key before touching the module."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -111,7 +119,10 @@ def save_model_dir(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     components = {}
-    for name, module, kwargs in (("unet", unet, unet_kwargs), ("autoencoder", autoencoder, autoencoder_kwargs)):
+    for name, module, kwargs in (
+        ("unet", unet, unet_kwargs),
+        ("autoencoder", autoencoder, autoencoder_kwargs),
+    ):
         if module is None:
             continue
         weights = f"{name}.safetensors"
@@ -135,7 +146,9 @@ def read_config(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path} is not a model directory (no {CONFIG_FILE})")
     config = json.loads(config_path.read_text())
     if config.get("format") != FORMAT:
-        raise CheckpointMismatchError(f"{config_path} is not an {FORMAT} config (format={config.get('format')!r})")
+        raise CheckpointMismatchError(
+            f"{config_path} is not an {FORMAT} config (format={config.get('format')!r})"
+        )
     return config
 
 
@@ -147,7 +160,9 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu") -> Mode
     modules: dict[str, nn.Module | None] = {"unet": None, "autoencoder": None}
     for name, spec in config["components"].items():
         module = builders[name](spec["kwargs"])
-        load_state_dict_checked(module, load_file(str(path / spec["weights"])), source=str(path / spec["weights"]))
+        load_state_dict_checked(
+            module, load_file(str(path / spec["weights"])), source=str(path / spec["weights"])
+        )
         modules[name] = module.to(device).eval()
     schedule = ResShiftSchedule(ScheduleConfig(**config["diffusion"]))
     return ModelBundle(modules["unet"], modules["autoencoder"], schedule, config)

@@ -99,7 +99,9 @@ class ResShiftSchedule:
         return torch.full((batch,), t, dtype=torch.int64, device=device)
 
     # -- forward process -----------------------------------------------------------------------
-    def q_sample(self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def q_sample(
+        self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """x_t = x_0 + eta_t (y - x_0) + kappa sqrt(eta_t) noise (marginal, PAPER.md 1.1)."""
         eta = self._at(self.etas, t, x0)
         sqrt_eta = self._at(self.sqrt_etas, t, x0)
@@ -116,7 +118,10 @@ class ResShiftSchedule:
     # -- reverse process -----------------------------------------------------------------------
     def posterior_mean(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Mean of q(x_{t-1} | x_t, x_0, y) = eta_{t-1}/eta_t x_t + alpha_t/eta_t x_0."""
-        return self._at(self.posterior_mean_coef1, t, x_t) * x_t + self._at(self.posterior_mean_coef2, t, x_t) * x0
+        return (
+            self._at(self.posterior_mean_coef1, t, x_t) * x_t
+            + self._at(self.posterior_mean_coef2, t, x_t) * x0
+        )
 
     def posterior_std(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Standard deviation used by p_sample (from the clipped log-variance)."""
@@ -160,14 +165,22 @@ class ResShiftSchedule:
             x, _ = self.p_sample(denoiser, x, t, lq, noise)
         return x
 
-    def one_step(self, denoiser: Denoiser, y: torch.Tensor, lq: torch.Tensor, prior_noise: torch.Tensor) -> torch.Tensor:
+    def one_step(
+        self, denoiser: Denoiser, y: torch.Tensor, lq: torch.Tensor, prior_noise: torch.Tensor
+    ) -> torch.Tensor:
         """The one-step path of SinSR/RSD: x_0 = f(scale(x_T), T-1, lq) with x_T = prior(y)."""
         x_T = self.prior_sample(y, prior_noise)
         tt = self.timesteps(y.shape[0], self.num_timesteps - 1, y.device)
         return denoiser(self.scale_input(x_T, tt), tt, lq)
 
     def training_loss(
-        self, denoiser: Denoiser, x0: torch.Tensor, y: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        denoiser: Denoiser,
+        x0: torch.Tensor,
+        y: torch.Tensor,
+        lq: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample x_0-prediction MSE (ResShift objective with w_t = 1); returns (loss (B,), x0_pred)."""
         x_t = self.q_sample(x0, y, t, noise)

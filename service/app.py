@@ -1,0 +1,181 @@
+"""The FastAPI app: `create_app(settings)` wires routes, errors, metrics, docs and the model lifespan."""
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import swagger_ui
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import rsd
+from service import logs
+from service.api import router
+from service.backends import Backend, load_backend
+from service.batcher import Batcher
+from service.errors import ServiceError, error_response
+from service.imageio import set_pixel_limit
+from service.metrics import Metrics
+from service.settings import Settings
+from service.state import ServiceState
+from service.tiling import plan_tiles
+
+log = logging.getLogger("service")
+
+SWAGGER_STATIC = Path(swagger_ui.__file__).parent / "static"  # Swagger UI 5 (Apache-2.0), no CDN
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The app; the model is loaded (unless `backend` is given) and warmed up in the lifespan."""
+    settings = settings or Settings()
+    state = ServiceState.create(settings, backend)
+    set_pixel_limit(settings.max_input_pixels)
+
+    app = FastAPI(
+        title="rsd x4 super-resolution",
+        version=rsd.__version__,
+        lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = state
+    app.include_router(router)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(RequestContext, metrics=state.metrics)
+    app.mount("/static/swagger", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    settings = state.settings
+    loop = asyncio.get_running_loop()
+    if state.backend is None:
+        state.backend = await loop.run_in_executor(None, load_backend, settings)
+    info = state.backend.info
+    plan_tiles(info.tile_size, info.tile_size, info.tile_size, settings.tile_overlap)  # overlap fits the tile
+    state.metrics.set_model(info)
+    batch = min(settings.max_batch_tiles, info.max_batch or settings.max_batch_tiles)
+    state.batcher = Batcher(
+        state.backend.run,
+        max_batch_tiles=batch,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue_tiles=settings.max_queue_tiles,
+        metrics=state.metrics,
+    )
+    state.batcher.start()
+    await _warm_up(state.batcher, info.tile_size, batch)
+    state.ready = True
+    log.info("ready", extra={"fields": {"model": info.name, "backend": info.backend, "tile": info.tile_size}})
+    try:
+        yield
+    finally:
+        state.ready, state.draining = False, True
+        await state.batcher.close(settings.shutdown_timeout_s)
+        state.backend.close()
+        state.cpu_pool.shutdown(wait=False)
+
+
+async def _warm_up(batcher: Batcher, tile: int, batch: int) -> None:
+    """One full batch through the real path: allocates the backend's buffers for the largest batch."""
+    lq = np.full((batch, 3, tile, tile), 0.5, np.float32)
+    noise = np.zeros((batch, 3, tile, tile), np.float32)
+    job = batcher.submit(batcher.admit(batch), lq, noise, noise[:, :1], time.perf_counter() + 600)
+    await job.future
+
+
+class RequestContext:
+    """Request id (kept from X-Request-ID when sane), start time, access log, request metrics, and a
+    JSON 500 for anything unexpected: user input never produces a bare traceback response."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        token = logs.request_id.set(request_id)
+        started = time.perf_counter()
+        scope.setdefault("state", {}).update(request_id=request_id, started=started)
+        status = 0
+        upscale = scope["path"] == "/v1/upscale"
+        if upscale:
+            self.metrics.inflight.inc()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error")
+            if not status:
+                response = error_response(500, "internal_error", f"internal error (request id {request_id})")
+                await response(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status)).inc()
+            if upscale:
+                self.metrics.inflight.dec()
+                if status == 200:
+                    self.metrics.request_seconds.observe(elapsed)
+            fields = {"method": scope["method"], "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 1)}
+            log.info("request", extra={"fields": fields})
+            logs.request_id.reset(token)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    request.app.state.service.metrics.rejections.labels(exc.type).inc()
+    return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
+    )
+    request.app.state.service.metrics.rejections.labels("bad_request").inc()
+    return error_response(400, "bad_request", problems)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)

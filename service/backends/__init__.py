@@ -1,0 +1,28 @@
+"""Inference backends behind one interface (base.Backend); each is imported only when selected."""
+
+from service.backends.base import Backend, BackendError, ModelInfo
+from service.settings import Settings
+
+__all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
+
+
+def load_backend(settings: Settings) -> Backend:
+    """The backend named by `settings.backend`, loaded from `settings.model_path`."""
+    path = settings.model_path
+    if not path.exists():
+        raise BackendError(f"model not found at {path} (set RSD_MODEL_PATH)")
+    if settings.backend == "onnxruntime":
+        from service.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, threads=settings.threads)
+    if settings.backend == "tensorrt":
+        try:
+            from service.backends.tensorrt import TensorRTBackend
+        except ImportError as e:
+            raise BackendError(f"the tensorrt backend needs the tensorrt and torch packages ({e})") from None
+        return TensorRTBackend(path)
+    try:
+        from service.backends.torch import TorchBackend
+    except ImportError as e:
+        raise BackendError(f"the torch backend needs torch installed ({e})") from None
+    return TorchBackend.from_model_dir(path, max_batch=settings.max_batch_tiles)

@@ -1,0 +1,60 @@
+"""ONNX Runtime backend: the default, CPU everywhere, CUDA when onnxruntime-gpu finds a GPU."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from rsd import contract
+from service.backends.base import BackendError, ModelInfo
+
+_INPUTS = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, path: Path, threads: int = 0):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads would steal the cores that decode/encode need between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # ORT raises its own exception types, one per failure kind
+            raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        missing = [name for name in _INPUTS if name not in inputs]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if missing or contract.OUTPUT_SR not in outputs:
+            raise BackendError(f"{path} does not follow the graph contract (missing inputs {missing} or output sr)")
+        lq = inputs[contract.INPUT_LQ]
+        if lq.type not in _DTYPES:
+            raise BackendError(f"{path}: input lq has type {lq.type}, expected float or float16")
+        self._dtype = _DTYPES[lq.type]
+        batch, _, height, width = lq.shape
+        tile = height if isinstance(height, int) and height == width else None
+        self.info = ModelInfo.from_metadata(
+            self.session.get_modelmeta().custom_metadata_map,
+            backend=f"onnxruntime ({self.session.get_providers()[0]})",
+            default_name=path.stem,
+            tile_from_shape=tile,
+            precision="fp16" if self._dtype == np.float16 else "fp32",
+            max_batch=batch if isinstance(batch, int) else None,
+        )
+
+    def run(self, lq: np.ndarray, noise_prior: np.ndarray, noise_student: np.ndarray) -> np.ndarray:
+        feed = dict(zip(_INPUTS, (lq, noise_prior, noise_student), strict=True))
+        if self._dtype != np.float32:
+            feed = {k: v.astype(self._dtype) for k, v in feed.items()}
+        (sr,) = self.session.run([contract.OUTPUT_SR], feed)
+        return sr.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        del self.session

@@ -1,0 +1,60 @@
+"""Every knob of the service in one place: environment variables with the `RSD_` prefix."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = Path("models/default/rsd-tiny-x4.onnx")
+
+
+class Settings(BaseSettings):
+    """Service settings; `RSD_MAX_BATCH_TILES=16` sets `max_batch_tiles`, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="RSD_", extra="ignore", protected_namespaces=())
+
+    # Model and backend.
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH,
+        description="ONNX file (onnxruntime), TensorRT engine (tensorrt) or model directory (torch).",
+    )
+    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    threads: int = Field(0, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core.")
+
+    # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost.
+    max_batch_tiles: int = Field(8, ge=1, description="Most tiles the model runs in one batch.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long an idle model waits for a fuller batch.")
+    max_queue_tiles: int = Field(128, ge=1, description="Tiles waiting for the model; more are refused with 429.")
+    tile_overlap: int = Field(8, ge=0, description="Overlap of neighbouring tiles in LR pixels.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request; past it: 504.")
+
+    # Input limits, checked before decoding.
+    max_upload_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_input_pixels: int = Field(1024 * 1024, ge=1, description="Width x height of the input image.")
+
+    # Optional bearer authentication for /v1/*: comma-separated keys.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # HTTP server and shutdown.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="After SIGTERM, keep accepting (answering 503) this long before closing."
+    )
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="Longest wait for in-flight requests at exit.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> "Settings":
+        if self.max_queue_tiles < self.max_batch_tiles:
+            raise ValueError("max_queue_tiles must be at least max_batch_tiles")
+        return self

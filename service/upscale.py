@@ -1,0 +1,183 @@
+"""One upscale request from body to response: read, check, admit, decode+tile, batch, blend, encode.
+
+CPU-heavy steps run on the state's thread pool; the event loop only moves bytes and futures.
+"""
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from fastapi import Request, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.batcher import Batcher, Job, TileResult
+from service.errors import (
+    BadRequest,
+    ClientClosed,
+    DeadlineExceeded,
+    Draining,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from service.imageio import INPUT_MEDIA_TYPES, MEDIA_TYPE, DecodedImage, OutputFormat, compose, decode, encode
+from service.imageio import open_image as open_image_header
+from service.state import ServiceState
+from service.tiling import TileGrid, blend_tiles, extract_tiles, plan_tiles, tile_noise
+
+T = TypeVar("T")
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    format: OutputFormat = "png"
+    quality: int | None = None
+    seed: int | None = None
+    outscale: float = 4.0
+
+
+async def upscale(state: ServiceState, request: Request, options: UpscaleOptions) -> Response:
+    settings, batcher = state.settings, state.batcher
+    if state.draining:
+        raise Draining("the service is shutting down")
+    if not state.ready or batcher is None or state.backend is None:
+        raise NotReady("the model is not loaded yet")
+    deadline = request.state.started + settings.request_timeout_s
+    info = state.backend.info
+
+    data = await read_image_bytes(request, settings.max_upload_bytes)
+    image = open_image_header(data, settings.max_input_pixels)
+    admission = batcher.admit(plan_tiles(image.height, image.width, info.tile_size, settings.tile_overlap).count)
+    seed = secrets.randbits(63) if options.seed is None else options.seed
+    t0 = time.perf_counter()
+    try:
+        decoded, grid, lq, prior, student = await _in_pool(
+            state, _prepare, image, info.tile_size, settings.tile_overlap, seed
+        )
+        job = batcher.submit(admission, lq, prior, student, deadline)
+    finally:
+        admission.release()  # no-op once submitted
+    t1 = time.perf_counter()
+    result = await _wait_for(request, batcher, job, deadline, settings.request_timeout_s)
+    t2 = time.perf_counter()
+    body = await _in_pool(state, _finish, decoded, grid, result, options, info.scale)
+    t3 = time.perf_counter()
+
+    timing = {"decode": t1 - t0, "queue": result.queue_s, "inference": result.inference_s, "encode": t3 - t2}
+    headers = {
+        "X-Seed": str(seed),
+        "Server-Timing": ", ".join(f"{name};dur={1000 * s:.1f}" for name, s in timing.items()),
+    }
+    if decoded.frames > 1:
+        headers["X-Animated-Input"] = f"frames={decoded.frames}; used=first"
+    return Response(body, media_type=MEDIA_TYPE[options.format], headers=headers)
+
+
+async def read_image_bytes(request: Request, limit: int) -> bytes:
+    """The image from a multipart field `image` or a raw `image/*` body; the byte limit holds while streaming."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data" and not media.startswith("image/"):
+        raise UnsupportedMediaType("send the image as multipart field `image` or as the body with an image/* type")
+    _check_media(media)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("invalid Content-Length")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    if media == "multipart/form-data":
+        return await _multipart_image(request, bytes(body))
+    if not body:
+        raise BadRequest("the body is empty")
+    return bytes(body)
+
+
+def _check_media(media: str | None) -> None:
+    if media and media.startswith("image/") and media not in INPUT_MEDIA_TYPES:
+        raise UnsupportedMediaType(f"{media} is not supported; send one of {', '.join(sorted(INPUT_MEDIA_TYPES))}")
+
+
+async def _multipart_image(request: Request, body: bytes) -> bytes:
+    async def stream():
+        yield body
+
+    parser = MultiPartParser(request.headers, stream(), max_files=1, max_fields=16)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise BadRequest(f"malformed multipart body: {e.message}") from None
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("the multipart body has no file field `image`")
+        _check_media((upload.content_type or "").lower())
+        data = await upload.read()
+    finally:
+        await form.close()
+    if not data:
+        raise BadRequest("the image part is empty")
+    return data
+
+
+async def _in_pool(state: ServiceState, fn: Callable[..., T], *args: object) -> T:
+    """Run on the CPU pool, keeping the request id for log lines written there."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(state.cpu_pool, call)
+
+
+def _prepare(
+    image: Image.Image, tile: int, overlap: int, seed: int
+) -> tuple[DecodedImage, TileGrid, np.ndarray, np.ndarray, np.ndarray]:
+    decoded = decode(image)
+    height, width = decoded.rgb.shape[:2]
+    grid = plan_tiles(height, width, tile, overlap)
+    prior, student = tile_noise(seed, grid.count, tile)
+    return decoded, grid, extract_tiles(decoded.rgb, grid), prior, student
+
+
+def _finish(decoded: DecodedImage, grid: TileGrid, result: TileResult, options: UpscaleOptions, scale: int) -> bytes:
+    sr = blend_tiles(itertools.chain.from_iterable(result.chunks), grid, scale)
+    image = compose(decoded, sr, options.outscale, scale)
+    return encode(image, options.format, options.quality, decoded.icc_profile)
+
+
+async def _wait_for(request: Request, batcher: Batcher, job: Job, deadline: float, timeout_s: float) -> TileResult:
+    """The job's result, unless the client leaves or the deadline passes first: then its tiles are dropped."""
+    left = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait(
+            {job.future, left}, timeout=max(0.0, deadline - time.perf_counter()), return_when=asyncio.FIRST_COMPLETED
+        )
+    except asyncio.CancelledError:  # the server gave up on this request (forced shutdown)
+        batcher.cancel(job, "cancelled")
+        raise
+    finally:
+        left.cancel()
+    if job.future in done:
+        return job.future.result()
+    if left in done:
+        batcher.cancel(job, "disconnect")
+        raise ClientClosed("the client disconnected")
+    batcher.cancel(job, "deadline")
+    raise DeadlineExceeded(f"no result within the request timeout of {timeout_s:g} s")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read, so this is all that comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

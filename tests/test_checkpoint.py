@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from training.checkpoint import (
+    CheckpointMismatchError,
+    load_model_dir,
+    load_official_state_dict,
+    load_state_dict_checked,
+    save_model_dir,
+)
+from training.diffusion import ScheduleConfig
+from training.models import build_autoencoder, build_unet
+from training.presets import load_preset
+
+
+@pytest.fixture(scope="module")
+def golden_kwargs(reference_dir):
+    cfg = json.loads((reference_dir / "golden" / "config.json").read_text())
+    return cfg["unet_kwargs"], cfg["vq_kwargs"]
+
+
+def test_model_dir_round_trip_is_bit_exact(tmp_path, golden_kwargs):
+    unet_kwargs, vq_kwargs = golden_kwargs
+    torch.manual_seed(0)
+    unet, ae = build_unet(unet_kwargs), build_autoencoder(vq_kwargs)
+    save_model_dir(
+        tmp_path / "m",
+        unet=unet,
+        unet_kwargs=unet_kwargs,
+        autoencoder=ae,
+        autoencoder_kwargs=vq_kwargs,
+        schedule=ScheduleConfig(),
+        meta={"name": "test"},
+    )
+    bundle = load_model_dir(tmp_path / "m")
+    for original, loaded in ((unet, bundle.unet), (ae, bundle.autoencoder)):
+        theirs = loaded.state_dict()
+        for key, value in original.state_dict().items():
+            assert torch.equal(value, theirs[key]), key
+    assert bundle.schedule.num_timesteps == ScheduleConfig().steps
+    assert bundle.config["meta"]["name"] == "test"
+
+
+def test_official_layout_with_prefix_and_nesting_loads(tmp_path):
+    """An official-style .pth of the full-size UNet: nested under 'state_dict' and DDP-prefixed."""
+    kwargs = load_preset("resshift-x4")["unet"]
+    torch.manual_seed(0)
+    source = build_unet(kwargs)
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "step": 7}
+    torch.save(wrapped, tmp_path / "resshift_realsrx4_s4_v3.pth")
+    state = load_official_state_dict(tmp_path / "resshift_realsrx4_s4_v3.pth")
+    target = build_unet(kwargs)
+    load_state_dict_checked(target, state)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_bare_state_dict_with_compile_prefix_loads(tmp_path, golden_kwargs):
+    _, vq_kwargs = golden_kwargs
+    source = build_autoencoder(vq_kwargs)
+    torch.save({f"_orig_mod.{k}": v for k, v in source.state_dict().items()}, tmp_path / "ae.pth")
+    load_state_dict_checked(build_autoencoder(vq_kwargs), load_official_state_dict(tmp_path / "ae.pth"))
+
+
+def test_mismatched_weights_name_missing_unexpected_and_misshaped_keys(tmp_path, golden_kwargs):
+    _, vq_kwargs = golden_kwargs
+    ae = build_autoencoder(vq_kwargs)
+    save_model_dir(
+        tmp_path / "m",
+        unet=None,
+        unet_kwargs=None,
+        autoencoder=ae,
+        autoencoder_kwargs=vq_kwargs,
+        schedule=ScheduleConfig(),
+    )
+    state = dict(ae.state_dict())
+    state.pop("decoder.conv_out.bias")
+    state["encoder.extra.weight"] = torch.zeros(1)
+    state["quant_conv.weight"] = torch.zeros(5, 3, 1, 1)
+    save_file(state, str(tmp_path / "m" / "autoencoder.safetensors"))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_model_dir(tmp_path / "m")
+    message = str(err.value)
+    assert "missing keys: decoder.conv_out.bias" in message
+    assert "unexpected keys: encoder.extra.weight" in message
+    assert "mis-shaped keys: quant_conv.weight: file (5, 3, 1, 1) vs model (3, 3, 1, 1)" in message
+
+
+def test_non_checkpoint_file_is_rejected(tmp_path):
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointMismatchError, match="not a state_dict"):
+        load_official_state_dict(tmp_path / "list.pth")

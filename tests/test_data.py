@@ -1,0 +1,283 @@
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.data.dataset import (
+    ImageFolderDataset,
+    TrainingPairPool,
+    crop_hr,
+    from_model_range,
+    scan_images,
+    to_model_range,
+    to_tensor,
+)
+from training.data.degradations import (
+    KERNEL_KINDS,
+    DegradationConfig,
+    RealESRGANDegradation,
+    add_noise,
+    anisotropic_kernel,
+    jpeg,
+    make_lr,
+    random_blur_kernel,
+    random_final_kernel,
+    sinc_kernel,
+)
+from training.data.valset import load_val_set, make_val_set
+
+skdata = pytest.importorskip("skimage.data")
+
+
+def photo(name="astronaut", size=256) -> np.ndarray:
+    """A real photo (shipped inside scikit-image), top-left size x size, uint8 HWC."""
+    return getattr(skdata, name)()[:size, :size, :3]
+
+
+def as_batch(*arrays) -> torch.Tensor:
+    return torch.stack([to_tensor(Image.fromarray(a)) for a in arrays])
+
+
+def psnr(a, b) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return 10 * math.log10(1.0 / mse)
+
+
+# --- kernels ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape,beta", [("gaussian", 1.0), ("generalized", 0.6), ("generalized", 3.0), ("plateau", 1.5)]
+)
+def test_kernel_shapes_sum_to_one_and_are_point_symmetric(shape, beta):
+    k = anisotropic_kernel(13, 2.5, 0.7, 0.6, beta, shape)
+    assert k.shape == (13, 13)
+    assert k.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(k, k[::-1, ::-1], atol=1e-15)  # conv == correlation
+    assert k.argmax() == 13 * 6 + 6  # peak at the centre
+
+
+def test_isotropic_gaussian_is_separable_and_rotation_moves_the_long_axis():
+    g = np.exp(-0.5 * (np.arange(11) - 5) ** 2 / 1.3**2)
+    np.testing.assert_allclose(anisotropic_kernel(11, 1.3, 1.3, 0.0), np.outer(g, g) / np.outer(g, g).sum())
+    k0 = anisotropic_kernel(11, 3.0, 0.5, 0.0)  # long along x (columns)
+    np.testing.assert_allclose(anisotropic_kernel(11, 3.0, 0.5, math.pi / 2), k0.T, atol=1e-12)
+    assert k0[5].sum() > k0[:, 5].sum()
+
+
+def test_sinc_kernel_is_a_low_pass_with_ringing():
+    k = sinc_kernel(21, math.pi / 3)
+    assert k.sum() == pytest.approx(1.0)
+    assert k.min() < 0  # negative lobes: the ringing it is there to model
+    spectrum = np.abs(np.fft.fft2(k, s=(64, 64)))
+    assert spectrum[0, 4] > 0.9 and spectrum[0, 28] < 0.1  # passes low, stops high frequencies
+
+
+def test_random_kernels_have_padded_size_and_unit_sum():
+    cfg = DegradationConfig()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        k1, k2, k3 = (
+            random_blur_kernel(rng, cfg.stage1),
+            random_blur_kernel(rng, cfg.stage2),
+            random_final_kernel(rng, cfg),
+        )
+        assert k1.shape == (21, 21) and k2.shape == (15, 15) and k3.shape == (15, 15)
+        for k in (k1, k2, k3):
+            assert k.sum() == pytest.approx(1.0)
+    assert len(KERNEL_KINDS) == len(cfg.stage1.kernel_probs) and sum(
+        cfg.stage1.kernel_probs
+    ) == pytest.approx(1)
+
+
+def test_config_from_dict_overrides_single_fields():
+    cfg = DegradationConfig.from_dict({"second_order_prob": 0.0, "stage2": {"jpeg_range": [60, 70]}})
+    assert cfg.second_order_prob == 0.0 and cfg.stage2.jpeg_range == (60, 70)
+    assert cfg.stage2.blur_sigma == (0.2, 1.5) and cfg.stage1 == DegradationConfig().stage1
+    with pytest.raises(ValueError, match="unknown"):
+        DegradationConfig.from_dict({"jpeg_rnage": [1, 2]})
+
+
+# --- JPEG and noise --------------------------------------------------------------------------------------
+
+
+def test_torch_jpeg_is_lossy_with_quality_and_agrees_with_pil():
+    img = photo(size=128)
+    x = as_batch(img)
+    out = {q: jpeg(x, q)[0].permute(1, 2, 0).numpy() for q in (10, 50, 95)}
+    assert psnr(out[95], img / 255) > 36
+    assert psnr(out[10], img / 255) < 29
+    assert psnr(out[10], img / 255) < psnr(out[50], img / 255) < psnr(out[95], img / 255)
+    for q in (10, 50, 95):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)  # libjpeg, 4:2:0
+        pil = np.asarray(Image.open(buf)) / 255
+        assert psnr(out[q], pil) > 40, q  # same codec up to integer-DCT and rounding details
+    # Per-sample qualities, sizes that are not multiples of 16.
+    both = jpeg(as_batch(img, img)[..., :101, :77], torch.tensor([10, 95]))
+    assert both.shape == (2, 3, 101, 77)
+    assert (both[0] - both[1]).abs().mean() > 0.005
+
+
+def test_noise_strength_and_gray_noise():
+    x = torch.full((2, 3, 96, 96), 0.5)
+    g = torch.Generator().manual_seed(0)
+    yes, no = torch.tensor([True, True]), torch.tensor([False, False])
+    out = add_noise(x, yes, torch.tensor([5 / 255, 20 / 255]), torch.ones(2), torch.tensor([False, True]), g)
+    std = (out - x).std(dim=(1, 2, 3))
+    np.testing.assert_allclose(std.numpy() * 255, [5, 20], rtol=0.05)
+    assert not torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[1, 0], out[1, 1])  # colour vs gray
+    shot = add_noise(x, no, torch.zeros(2), torch.tensor([1.0, 2.0]), no, g) - x
+    # Poisson at 8-bit counts: std = sqrt(0.5 * 255) / 255 per unit scale.
+    np.testing.assert_allclose(
+        shot.std(dim=(1, 2, 3)).numpy(), np.array([1, 2]) * math.sqrt(127.5) / 255, rtol=0.05
+    )
+
+
+# --- pipelines -------------------------------------------------------------------------------------------
+
+
+def test_realesrgan_pipeline_shapes_range_and_reproducibility():
+    hr = as_batch(photo("astronaut", 128), photo("coffee", 128), photo("chelsea", 128))
+    deg = RealESRGANDegradation()
+    runs = [deg(hr, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    for lr in runs:
+        assert lr.shape == (3, 3, 32, 32) and lr.dtype == torch.float32
+        assert lr.min() >= 0 and lr.max() <= 1
+        assert torch.equal(lr, torch.round(lr * 255) / 255)  # 8-bit levels
+    assert torch.equal(runs[0], runs[1])
+    assert (runs[0] - runs[2]).abs().mean() > 0.01
+    # Degraded, not destroyed: the LR keeps the image's content.
+    clean = make_lr(hr, "bicubic")
+    for s in range(2, 6):
+        lr = deg(hr, torch.Generator().manual_seed(s))
+        assert (lr.mean(dim=(2, 3)) - clean.mean(dim=(2, 3))).abs().max() < 0.1
+        assert np.corrcoef(lr.flatten(), clean.flatten())[0, 1] > 0.6
+
+
+def test_make_lr_bicubic_and_model_range():
+    hr = as_batch(photo(size=64))
+    lr = make_lr(hr, "bicubic")
+    assert lr.shape == (1, 3, 16, 16) and torch.equal(lr, torch.round(lr * 255) / 255)
+    assert (lr.mean() - hr.mean()).abs() < 0.01
+    with pytest.raises(ValueError, match="Generator"):
+        make_lr(hr, "realesrgan")
+    with pytest.raises(ValueError, match="unknown"):
+        make_lr(hr, "nearest")
+    m = to_model_range(hr)
+    assert m.min() >= -1 and m.max() <= 1 and torch.allclose(from_model_range(m), hr)
+
+
+def test_training_pair_pool_keeps_pairs_together():
+    pool = TrainingPairPool(capacity=4)
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for i in range(6):
+        ids = torch.tensor([2 * i, 2 * i + 1], dtype=torch.float32)
+        hr, lr = pool(ids.view(2, 1, 1, 1).expand(2, 3, 4, 4), -ids.view(2, 1, 1, 1).expand(2, 3, 1, 1), g)
+        assert torch.equal(hr[:, :, :1, :1], -lr)  # each HR still with its own LR
+        out = hr[:, 0, 0, 0].tolist()
+        if i < 2:
+            assert out == ids.tolist()  # filling: pass through
+        else:
+            assert max(out) < 2 * i  # older pairs from the pool, not this batch
+            seen += out
+    assert len(set(seen)) == len(seen) == 8  # a pair leaves the pool at most once
+    with pytest.raises(ValueError, match="multiple"):
+        pool(torch.zeros(3, 3, 4, 4), torch.zeros(3, 3, 1, 1), g)
+
+
+# --- dataset and validation set --------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def photo_dir(tmp_path):
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(photo("astronaut", 160)).save(root / "sub" / "astronaut.png")
+    Image.fromarray(photo("coffee", 140)).save(root / "coffee.JPG", quality=95)
+    Image.fromarray(photo("chelsea", 120)).save(root / "chelsea.webp", quality=95)
+    Image.fromarray(photo("rocket", 48)).save(root / "small.png")  # below the crop size
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_dataset_scans_recursively_and_skips_corrupt_files(photo_dir):
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    good = io.BytesIO()
+    Image.fromarray(photo("coffee", 128)).save(good, format="PNG")
+    (photo_dir / "truncated.png").write_bytes(good.getvalue()[:2000])
+    rel = [p.relative_to(photo_dir).as_posix() for p in scan_images(photo_dir)]
+    assert rel == [
+        "broken.jpg",
+        "chelsea.webp",
+        "coffee.JPG",
+        "small.png",
+        "sub/astronaut.png",
+        "truncated.png",
+    ]
+    ds = ImageFolderDataset(photo_dir, crop_size=64)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="unreadable image") as rec:
+        items = [ds[i] for i in range(len(ds))]
+    assert len(rec) == 2
+    assert "broken.jpg" in str(rec[0].message) and "truncated.png" in str(rec[1].message)
+    assert len(ds.unreadable) == 2
+    for x in items:
+        assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known-bad files are skipped silently after the first warning
+        ds[0]
+
+
+def test_crops_are_random_reproducible_and_rescale_shows_the_whole_square():
+    im = Image.fromarray(photo("astronaut", 256))
+    a = crop_hr(im, 64, np.random.default_rng(1), rescale=False)
+    b = crop_hr(im, 64, np.random.default_rng(1), rescale=False)
+    c = crop_hr(im, 64, np.random.default_rng(2), rescale=False)
+    assert a.size == (64, 64) and np.array_equal(a, b) and not np.array_equal(a, c)
+    whole = np.asarray(crop_hr(im, 64, None, rescale=True), np.float64)
+    np.testing.assert_allclose(
+        whole, np.asarray(im.reduce(4), np.float64), atol=1
+    )  # area resize of all of it
+
+
+def test_val_set_is_deterministic_and_verified(photo_dir, tmp_path):
+    (photo_dir / "broken.png").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        m1 = make_val_set(photo_dir, tmp_path / "v1", mode="realesrgan", seed=3, crop_size=64)
+    with pytest.warns(UserWarning, match="unreadable"):
+        make_val_set(photo_dir, tmp_path / "v2", mode="realesrgan", seed=3, crop_size=64)
+    (photo_dir / "broken.png").unlink()
+    files = sorted(p.relative_to(tmp_path / "v1") for p in (tmp_path / "v1").rglob("*") if p.is_file())
+    assert len(files) == 1 + 2 * 4
+    for f in files:
+        assert (tmp_path / "v1" / f).read_bytes() == (tmp_path / "v2" / f).read_bytes(), f
+    assert [p["name"] for p in m1["pairs"]] == ["chelsea", "coffee", "small", "sub__astronaut"]
+    assert json.loads((tmp_path / "v1" / "manifest.json").read_text()) == m1
+
+    pairs = load_val_set(tmp_path / "v1")
+    assert [p.name for p in pairs] == ["chelsea", "coffee", "small", "sub__astronaut"]
+    assert all(p.hr.shape == (3, 64, 64) and p.lr.shape == (3, 16, 16) for p in pairs)
+
+    # Another seed changes the LR, never the HR; dropping a photo leaves the other pairs as they were.
+    make_val_set(photo_dir, tmp_path / "v3", mode="realesrgan", seed=4, crop_size=64, max_images=2)
+    v3 = load_val_set(tmp_path / "v3")
+    assert [p.name for p in v3] == ["chelsea", "coffee"]
+    assert torch.equal(v3[0].hr, pairs[0].hr) and not torch.equal(v3[0].lr, pairs[0].lr)
+    (photo_dir / "chelsea.webp").unlink()
+    make_val_set(photo_dir, tmp_path / "v4", mode="realesrgan", seed=3, crop_size=64)
+    assert (tmp_path / "v4/lr/coffee.png").read_bytes() == (tmp_path / "v1/lr/coffee.png").read_bytes()
+
+    with pytest.raises(FileExistsError):
+        make_val_set(photo_dir, tmp_path / "v1", mode="bicubic", seed=0, crop_size=64)
+    Image.new("RGB", (16, 16)).save(tmp_path / "v1" / "lr" / "coffee.png")
+    with pytest.raises(ValueError, match="sha256"):
+        load_val_set(tmp_path / "v1")
+    bic = make_val_set(photo_dir, tmp_path / "v1", mode="bicubic", seed=0, crop_size=64, overwrite=True)
+    assert bic["degradation"] is None and len(load_val_set(tmp_path / "v1")) == 3

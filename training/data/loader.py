@@ -1,0 +1,132 @@
+"""Resumable, DDP-aware batches of random HR crops.
+
+Batch k of rank r depends only on (seed, k, r): which files, where each crop sits, its flip and the
+crop size. A resumed run therefore sees exactly the batches it would have seen, with any number of
+DataLoader workers, and no sampler state has to be checkpointed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All images under root (recursive, sorted so the order is the same on every machine)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist (run `make demo-data` for the demo set)")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """HWC uint8 RGB, or None (with a warning) when the file cannot be decoded."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
+        return None
+
+
+class CropDataset(Dataset):
+    """Random crops addressed by (file index, crop size, seed); decoded images cached per worker."""
+
+    def __init__(self, files: Sequence[Path], cache: bool = True):
+        self.files = list(files)
+        self.cache = cache
+        self._images: dict[int, np.ndarray | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _image(self, index: int) -> np.ndarray | None:
+        if index in self._images:
+            return self._images[index]
+        image = read_rgb(self.files[index])
+        if self.cache:
+            self._images[index] = image
+        return image
+
+    def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
+        index, size, seed = key
+        rng = np.random.default_rng(seed)
+        image = self._image(index)
+        tries = 0
+        while image is None or min(image.shape[:2]) < size:
+            tries += 1  # unreadable or too small: deterministically pick another file
+            if tries > len(self.files):
+                raise RuntimeError(f"no readable image of at least {size}px among {len(self.files)} files")
+            index = int(rng.integers(len(self.files)))
+            image = self._image(index)
+        h, w = image.shape[:2]
+        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        crop = image[top : top + size, left : left + size]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
+
+
+class StepBatchSampler(Sampler):
+    """Yields, for steps start..end-1, the list of (file, crop size, seed) keys of this rank's batch."""
+
+    def __init__(
+        self,
+        num_files: int,
+        batch_size: int,
+        crop_sizes: Sequence[int],
+        seed: int,
+        start: int,
+        end: int,
+        rank: int,
+    ):
+        self.num_files, self.batch_size, self.crop_sizes = num_files, batch_size, list(crop_sizes)
+        self.seed, self.start, self.end, self.rank = seed, start, end, rank
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def keys(self, step: int) -> list[tuple[int, int, int]]:
+        rng = np.random.default_rng([self.seed, step, self.rank, 0xC0DE])
+        size = int(self.crop_sizes[int(rng.integers(len(self.crop_sizes)))])
+        files = rng.integers(self.num_files, size=self.batch_size)
+        seeds = rng.integers(2**31, size=self.batch_size)
+        return [(int(f), size, int(s)) for f, s in zip(files, seeds, strict=True)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for step in range(self.start, self.end):
+            yield self.keys(step)
+
+
+def step_batches(
+    root: str | Path,
+    *,
+    batch_size: int,
+    crop_sizes: Sequence[int],
+    seed: int,
+    start: int,
+    end: int,
+    rank: int = 0,
+    num_workers: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1."""
+    files = list_images(root)
+    if not files:
+        raise FileNotFoundError(f"no png/jpg/webp images under {root}")
+    sampler = StepBatchSampler(len(files), batch_size, crop_sizes, seed, start, end, rank)
+    loader = DataLoader(
+        CropDataset(files),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return iter(loader)

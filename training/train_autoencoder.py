@@ -1,0 +1,215 @@
+"""`rsd train autoencoder`: the VQ-f4 autoencoder (L1 + LPIPS reconstruction, VQ codebook/commitment
+losses with beta 0.25, optional PatchGAN).
+
+The autoencoder is the ceiling of every model built on it, so validation always reports the gap to
+plain bicubic upsampling of the clean x4 LR of the same photos.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.checkpoint import save_model_dir
+from training.data.degradations import bicubic_degradation
+from training.data.loader import step_batches
+from training.diffusion import ScheduleConfig
+from training.metrics import LPIPS
+from training.models import build_autoencoder
+from training.models.discriminator import PatchDiscriminator
+from training.presets import load_preset
+from training.trainer import OptimConfig, RunConfig, Trainer
+from training.data.valset import load_val_set
+from training.validation import Scorer, bicubic_up, save_grid
+
+
+@dataclass
+class DataConfig:
+    train_dir: str = "data/demo/train"
+    val_dir: str = "data/demo/val-realesrgan"
+    crop_sizes: list[int] = field(default_factory=lambda: [64])  # HR crop side, one drawn per step
+    batch_size: int = 16
+    num_workers: int = 0
+    val_max_images: int = 0  # 0 = all
+
+    def validate(self) -> None:
+        if not self.crop_sizes or any(s % 4 for s in self.crop_sizes):
+            raise ValueError("data.crop_sizes must be non-empty multiples of 4")
+
+
+@dataclass
+class AutoencoderLossConfig:
+    l1: float = 1.0
+    lpips: float = 1.0
+    lpips_net: str = "alex"
+    vq: float = 1.0  # weight of the legacy VQ loss (commitment + 0.25 codebook)
+    codebook_init_from_data: bool = True  # seed the codebook with encoder outputs of the first batch
+    dead_code_restart_every: int = 200  # re-seed codes unused over that many steps (0 = never)
+    gan: float = 0.0  # PatchGAN hinge loss weight (0 = off)
+    gan_start: int = 0
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    preset: str = "tiny-x4"
+    model: dict = field(default_factory=dict)  # overrides of the preset's autoencoder kwargs
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=4e-4, betas=[0.9, 0.99], warmup_steps=100)
+    )
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/autoencoder"))
+
+    def model_kwargs(self) -> dict:
+        kwargs = load_preset(self.preset)["autoencoder"]
+        for key, value in self.model.items():
+            if isinstance(value, dict) and isinstance(kwargs.get(key), dict):
+                kwargs[key] = {**kwargs[key], **value}
+            else:
+                kwargs[key] = value
+        return kwargs
+
+
+class ReconstructionForward(nn.Module):
+    """One forward for DDP: encode, quantize (straight-through), decode."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor):
+        z = self.autoencoder.encode(x)
+        z_q, vq_loss, (_, _, indices) = self.autoencoder.quantize(z)
+        return self.autoencoder.decode(z_q, force_not_quantize=True), vq_loss, indices, z
+
+
+class AutoencoderTrainer(Trainer):
+    cfg: AutoencoderTrainConfig
+
+    def build(self) -> None:
+        cfg = self.cfg
+        self.model_kwargs = cfg.model_kwargs()
+        ae = build_autoencoder(self.model_kwargs).to(self.device)
+        self.modules["autoencoder"] = ae
+        self.forward = self.wrap_ddp(ReconstructionForward(ae))
+        self.add_optimizer("autoencoder", ae.parameters(), cfg.optim)
+        self.tracked_ema("autoencoder")
+        self.lpips = LPIPS(cfg.loss.lpips_net).to(self.device) if cfg.loss.lpips > 0 else None
+        if cfg.loss.gan > 0:
+            disc = PatchDiscriminator().to(self.device)
+            self.modules["discriminator"] = self.wrap_ddp(disc)
+            self.add_optimizer("discriminator", disc.parameters(), cfg.optim)
+        self.code_usage = torch.zeros(ae.quantize.n_e, device=self.device)
+        self._batches = None
+
+    def _next_batch(self, step: int) -> torch.Tensor:
+        if self._batches is None:
+            data = self.cfg.data
+            self._batches = step_batches(
+                data.train_dir,
+                batch_size=data.batch_size,
+                crop_sizes=data.crop_sizes,
+                seed=self.run.seed,
+                start=step,
+                end=self.run.steps,
+                rank=self.rank,
+                num_workers=data.num_workers,
+            )
+        return next(self._batches).to(self.device, non_blocking=True)
+
+    @torch.no_grad()
+    def _seed_codes(self, latents: torch.Tensor, which: torch.Tensor, generator: torch.Generator) -> None:
+        """Set the codebook rows `which` to randomly chosen encoder outputs (plus a little jitter)."""
+        ae = self.modules["autoencoder"]
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        pick = torch.randint(flat.shape[0], (len(which),), generator=generator, device=generator.device)
+        jitter = 1e-3 * torch.randn(len(which), flat.shape[1], generator=generator, device=generator.device)
+        ae.quantize.embedding.weight[which] = flat[pick] + jitter
+        self.broadcast_(ae.quantize.embedding.weight)
+
+    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
+        cfg, loss_cfg = self.cfg, self.cfg.loss
+        hr = self._next_batch(step) * 2 - 1  # (B,3,S,S) in [-1,1]
+        ae = self.modules["autoencoder"]
+        if step == 0 and loss_cfg.codebook_init_from_data:
+            with torch.no_grad():
+                z = ae.encode(hr).float()
+            self._seed_codes(z, torch.arange(ae.quantize.n_e, device=self.device), generator)
+        with self.autocast():
+            rec, vq_loss, indices, z = self.forward(hr)
+            l1 = (rec - hr).abs().mean()
+            loss = loss_cfg.l1 * l1 + loss_cfg.vq * vq_loss
+            stats = {"l1": float(l1), "vq": float(vq_loss)}
+            if self.lpips is not None:
+                lp = self.lpips(rec.float(), hr.float()).mean()
+                loss = loss + loss_cfg.lpips * lp
+                stats["lpips"] = float(lp)
+            use_gan = loss_cfg.gan > 0 and step >= loss_cfg.gan_start
+            if use_gan:
+                g_loss = -self.modules["discriminator"](rec).mean()
+                loss = loss + loss_cfg.gan * g_loss
+                stats["g_adv"] = float(g_loss)
+        stats["grad_norm"] = self.optimizer_step("autoencoder", loss, ae.parameters(), cfg.optim.grad_clip)
+        stats["loss"] = float(loss)
+        if use_gan:
+            disc = self.modules["discriminator"]
+            with self.autocast():
+                d_loss = F.relu(1 - disc(hr)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            self.optimizer_step("discriminator", d_loss, disc.parameters(), cfg.optim.grad_clip)
+            stats["d_hinge"] = float(d_loss)
+        self._restart_dead_codes(step, indices, z.detach().float(), generator)
+        stats["codes_used"] = float(indices.unique().numel())
+        return stats
+
+    def _restart_dead_codes(self, step: int, indices: torch.Tensor, z: torch.Tensor, generator) -> None:
+        every = self.cfg.loss.dead_code_restart_every
+        if not every:
+            return
+        self.code_usage.index_add_(
+            0, indices.flatten(), torch.ones_like(indices.flatten(), dtype=torch.float)
+        )
+        if (step + 1) % every == 0:
+            dead = (self.code_usage == 0).nonzero().flatten()
+            if len(dead):
+                self._seed_codes(z, dead, generator)
+            self.code_usage.zero_()
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict[str, float]:
+        """Reconstruction of the validation HR photos vs bicubic of their clean x4 LR."""
+        ae = self.ema.module
+        pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
+        ours, bicubic = Scorer(self.device), Scorer(self.device)
+        grid = []
+        for _, hr, _ in pairs:
+            x = hr[None].to(self.device) * 2 - 1
+            rec = (ae.decode(ae.encode(x))[0].clamp(-1, 1) + 1) / 2
+            clean_lr = bicubic_degradation(hr[None])[0]
+            bic = bicubic_up(clean_lr)
+            ours.add(rec, hr)
+            bicubic.add(bic, hr)
+            if len(grid) < 4:
+                grid.append([bic, rec.cpu(), hr])
+        save_grid(self.out_dir / "samples" / f"step_{step:08d}.png", grid)
+        metrics = {f"ae_{k}": v for k, v in ours.mean().items()}
+        metrics.update({f"bicubic_{k}": v for k, v in bicubic.mean().items()})
+        metrics["psnr_gain_db"] = metrics["ae_psnr_y"] - metrics["bicubic_psnr_y"]
+        self.export()
+        return metrics
+
+    def export(self) -> None:
+        """Write the EMA autoencoder as a model directory (`out_dir/model`) for the teacher stage."""
+        kwargs = copy.deepcopy(self.model_kwargs)
+        save_model_dir(
+            self.out_dir / "model",
+            unet=None,
+            unet_kwargs=None,
+            autoencoder=self.ema.module,
+            autoencoder_kwargs=kwargs,
+            schedule=ScheduleConfig(**load_preset(self.cfg.preset)["diffusion"]),
+            meta={"stage": "autoencoder", "step": self.step, "cpu_seconds": self.cpu_seconds},
+        )

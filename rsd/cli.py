@@ -41,6 +41,22 @@ def train_autoencoder(config: ConfigOption = None, overrides: Overrides = None) 
     _fit(AutoencoderTrainer, AutoencoderTrainConfig, config, overrides)
 
 
+@train_app.command("teacher")
+def train_teacher(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Train the ResShift teacher on a trained autoencoder."""
+    from training.train_teacher import TeacherTrainConfig, TeacherTrainer
+
+    _fit(TeacherTrainer, TeacherTrainConfig, config, overrides)
+
+
+@train_app.command("distill")
+def train_distill(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Distil a one-step RSD student from a trained teacher (Algorithm 1)."""
+    from training.train_distill import DistillTrainConfig, DistillTrainer
+
+    _fit(DistillTrainer, DistillTrainConfig, config, overrides)
+
+
 @data_app.command("make-val")
 def make_val(
     src: Annotated[Path, typer.Option(help="Folder of HR photos.", exists=True, file_okay=False)],

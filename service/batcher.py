@@ -122,16 +122,20 @@ class Batcher:
 
     # ---- called by request handlers -----------------------------------------------------------
 
-    def admit(self, tiles: int) -> Admission:
-        """Reserve `tiles` or refuse at once: 503 while draining, 413 if it can never fit, else 429."""
+    def refuse_if_full(self, tiles: int = 1) -> None:
+        """503 while draining, 429 when `tiles` more do not fit; cheap enough to run before reading a body."""
         if self._closing:
             raise Draining("the service is shutting down")
-        if tiles > self.max_queue:
-            raise PayloadTooLarge(f"the image needs {tiles} tiles; this server queues at most {self.max_queue}")
-        if self.queued_tiles + tiles > self.max_queue:
+        if tiles <= self.max_queue and self.queued_tiles + tiles > self.max_queue:
             raise Overloaded(
                 f"the queue is full ({self.queued_tiles} of {self.max_queue} tiles)", self.retry_after_s()
             )
+
+    def admit(self, tiles: int) -> Admission:
+        """Reserve `tiles` or refuse at once: 503 while draining, 413 if it can never fit, else 429."""
+        self.refuse_if_full(tiles)
+        if tiles > self.max_queue:
+            raise PayloadTooLarge(f"the image needs {tiles} tiles; this server queues at most {self.max_queue}")
         self._reserved += tiles
         self._gauge()
         return Admission(self, tiles)

@@ -5,9 +5,11 @@ rsd_batch_tiles_sum / rsd_batch_tiles_count, queue time and compute time are sep
 and the queue depth gauge is what an autoscaler should watch.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from service.backends.base import ModelInfo
+
+disable_created_metrics()  # process-wide: the *_created series only add noise to /metrics
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -27,7 +27,16 @@ class ServiceState:
         return cls(
             settings=settings,
             metrics=Metrics(),
-            cpu_pool=ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="rsd-cpu"),
+            cpu_pool=ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="rsd-cpu", initializer=_yield_to_model),
             backend=backend,
             key_digests=[hashlib.sha256(k.get_secret_value().encode()).digest() for k in settings.api_keys],
         )
+
+
+def _yield_to_model() -> None:
+    """Decode/encode threads run at a lower priority than the model's threads (Linux nice is per thread).
+
+    On a few CPU cores they compete with inference; at lower priority they fill the model's idle gaps
+    instead of stealing its cores, so the model stays busy at saturation.
+    """
+    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 10)

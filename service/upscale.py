@@ -55,6 +55,7 @@ async def upscale(state: ServiceState, request: Request, options: UpscaleOptions
     deadline = request.state.started + settings.request_timeout_s
     info = state.backend.info
 
+    batcher.refuse_if_full()  # at overload most refusals happen here, before the body is even read
     data = await read_image_bytes(request, settings.max_upload_bytes)
     image = open_image_header(data, settings.max_input_pixels)
     admission = batcher.admit(plan_tiles(image.height, image.width, info.tile_size, settings.tile_overlap).count)

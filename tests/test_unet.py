@@ -27,7 +27,7 @@ def small(golden):
 
 
 def test_fresh_buffers_equal_official(golden):
-    """relative_position_index and the (unused) image_size attn_mask are rebuilt exactly as the official code."""
+    """relative_position_index and the unused image_size attn_mask are rebuilt as the official ones."""
     kwargs, weights, _ = golden
     fresh = build_unet(kwargs).state_dict()
     buffers = [k for k in weights if k.endswith(("attn_mask", "relative_position_index"))]
@@ -95,7 +95,10 @@ def test_full_size_state_dict_matches_manifest(reference_dir):
     manifest = json.loads((reference_dir / "resshift_unet_realsr_v3.keys.json").read_text())
     with torch.device("meta"):
         model = build_unet(manifest["constructor_kwargs"])
-    got = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")} for k, v in model.state_dict().items()}
+    got = {
+        k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+        for k, v in model.state_dict().items()
+    }
     assert list(got) == list(manifest["state_dict"])  # same keys in the same order
     assert got == manifest["state_dict"]
     assert len(got) == manifest["num_state_dict_entries"] == 564

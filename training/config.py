@@ -78,7 +78,18 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    defaults = {
+        f.name: f.default_factory()
+        for f in dataclasses.fields(cls)
+        if f.default_factory is not dataclasses.MISSING
+    }
+    kwargs = {}
+    for key, value in data.items():
+        default = defaults.get(key)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            # a partial section overrides the owner's default for it, not the section class's defaults
+            value = {**dataclasses.asdict(default), **value}
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:
         obj = cls(**kwargs)
     except TypeError as exc:

@@ -161,7 +161,7 @@ class ResShiftSchedule:
             elif step_noises is not None:
                 noise = step_noises[k]
             else:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
             x, _ = self.p_sample(denoiser, x, t, lq, noise)
         return x
 

@@ -16,29 +16,15 @@ from torch import nn
 
 from training.checkpoint import save_model_dir
 from training.data.degradations import bicubic_degradation
-from training.data.loader import step_batches
+from training.data.loader import DataConfig, step_batches
+from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_autoencoder
 from training.models.discriminator import PatchDiscriminator
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.data.valset import load_val_set
 from training.validation import Scorer, bicubic_up, save_grid
-
-
-@dataclass
-class DataConfig:
-    train_dir: str = "data/demo/train"
-    val_dir: str = "data/demo/val-realesrgan"
-    crop_sizes: list[int] = field(default_factory=lambda: [64])  # HR crop side, one drawn per step
-    batch_size: int = 16
-    num_workers: int = 0
-    val_max_images: int = 0  # 0 = all
-
-    def validate(self) -> None:
-        if not self.crop_sizes or any(s % 4 for s in self.crop_sizes):
-            raise ValueError("data.crop_sizes must be non-empty multiples of 4")
 
 
 @dataclass
@@ -143,24 +129,24 @@ class AutoencoderTrainer(Trainer):
             rec, vq_loss, indices, z = self.forward(hr)
             l1 = (rec - hr).abs().mean()
             loss = loss_cfg.l1 * l1 + loss_cfg.vq * vq_loss
-            stats = {"l1": float(l1), "vq": float(vq_loss)}
+            stats = {"l1": l1.item(), "vq": vq_loss.item()}
             if self.lpips is not None:
                 lp = self.lpips(rec.float(), hr.float()).mean()
                 loss = loss + loss_cfg.lpips * lp
-                stats["lpips"] = float(lp)
+                stats["lpips"] = lp.item()
             use_gan = loss_cfg.gan > 0 and step >= loss_cfg.gan_start
             if use_gan:
                 g_loss = -self.modules["discriminator"](rec).mean()
                 loss = loss + loss_cfg.gan * g_loss
-                stats["g_adv"] = float(g_loss)
+                stats["g_adv"] = g_loss.item()
         stats["grad_norm"] = self.optimizer_step("autoencoder", loss, ae.parameters(), cfg.optim.grad_clip)
-        stats["loss"] = float(loss)
+        stats["loss"] = loss.item()
         if use_gan:
             disc = self.modules["discriminator"]
             with self.autocast():
                 d_loss = F.relu(1 - disc(hr)).mean() + F.relu(1 + disc(rec.detach())).mean()
             self.optimizer_step("discriminator", d_loss, disc.parameters(), cfg.optim.grad_clip)
-            stats["d_hinge"] = float(d_loss)
+            stats["d_hinge"] = d_loss.item()
         self._restart_dead_codes(step, indices, z.detach().float(), generator)
         stats["codes_used"] = float(indices.unique().numel())
         return stats

@@ -185,7 +185,7 @@ class Trainer:
         return float(norm)
 
     def broadcast_(self, tensor: torch.Tensor) -> None:
-        """Make rank 0's value of a tensor changed outside the optimiser (e.g. a re-seeded codebook) global."""
+        """Copy rank 0's value of a tensor changed outside the optimiser (re-seeded codes) to all ranks."""
         if self.world_size > 1:
             dist.broadcast(tensor.data, src=0)
 

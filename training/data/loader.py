@@ -9,31 +9,36 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from training.data.dataset import load_rgb, scan_images
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All images under root (recursive, sorted so the order is the same on every machine)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist (run `make demo-data` for the demo set)")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+@dataclass
+class DataConfig:
+    train_dir: str = "data/demo/train"
+    val_dir: str = "data/demo/val-realesrgan"
+    crop_sizes: list[int] = field(default_factory=lambda: [64])  # HR crop side, one drawn per step
+    batch_size: int = 16
+    num_workers: int = 0
+    val_max_images: int = 0  # 0 = all
+
+    def validate(self) -> None:
+        if not self.crop_sizes or any(s % 4 for s in self.crop_sizes):
+            raise ValueError("data.crop_sizes must be non-empty multiples of 4")
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
     """HWC uint8 RGB, or None (with a warning) when the file cannot be decoded."""
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        warnings.warn(f"skipping unreadable image {path}: {exc}", stacklevel=2)
+        return np.asarray(load_rgb(path))
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
+        warnings.warn(f"skipping unreadable image {path}: {type(exc).__name__}: {exc}", stacklevel=2)
         return None
 
 
@@ -118,7 +123,7 @@ def step_batches(
     num_workers: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1."""
-    files = list_images(root)
+    files = scan_images(root)
     if not files:
         raise FileNotFoundError(f"no png/jpg/webp images under {root}")
     sampler = StepBatchSampler(len(files), batch_size, crop_sizes, seed, start, end, rank)

@@ -8,7 +8,7 @@ from torch import nn
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN (pix2pix style): strided 4x4 convs, one logit per overlapping patch. (B,3,H,W) -> (B,1,h,w)."""
+    """PatchGAN: strided 4x4 convs, one logit per overlapping patch; (B,3,H,W) -> (B,1,h,w)."""
 
     def __init__(self, in_channels: int = 3, width: int = 32, layers: int = 3):
         super().__init__()

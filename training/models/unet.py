@@ -8,8 +8,8 @@ takes a noise map as extra input channels (`noise_channels`, see `build_student`
 Behaviour that must match the official code for its weights to work (pinned by the golden tests):
   * timestep embedding [cos, sin], frequencies exp(-ln(1e4) * i / half), raw integer step indices;
   * Swin blocks use GroupNorm(32) and a 1x1-conv MLP, and there is no residual around a BasicLayer;
-  * the shifted-window mask separates regions along H only (an indexing quirk of the official code) and is
-    computed from the runtime feature size; the `attn_mask` buffers saved in checkpoints are never read.
+  * the shifted-window mask reproduces an indexing quirk of the official code (see `shifted_window_mask`)
+    and is computed from the runtime feature size; the `attn_mask` buffers in checkpoints are never read.
 
 Numbers in shape comments are for the full model (model_channels 160, swin_embed_dim 192, window 8).
 """
@@ -405,14 +405,14 @@ class UNetModelSwin(nn.Module):
 
         self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-    def forward(
+    def encode(
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
         lq: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x (B, in, H, W) scaled latent, timesteps (B,) step indices, lq (B, 3, H, W), noise (B, k, H, W)."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """The down path: (middle-block features (B, C_mid, H/8, W/8), skips, time embedding)."""
         cfg = self.config
         inputs = [x]
         if cfg.cond_lq:
@@ -437,10 +437,24 @@ class UNetModelSwin(nn.Module):
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
-        h = self.middle_block(h, emb)  # (B, 640, H/8, W/8)
+        return self.middle_block(h, emb), skips, emb  # middle: (B, 640, H/8, W/8) at full size
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        lq: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x (B, in, H, W) scaled latent, timesteps (B,) step indices, lq (B, 3, H, W), noise (B, k, H, W)."""
+        h, skips, emb = self.encode(x, timesteps, lq=lq, noise=noise)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h)  # (B, out, H, W)
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return self.config.model_channels * self.config.channel_mult[-1]
 
 
 def build_unet(kwargs: dict[str, Any]) -> UNetModelSwin:

@@ -1,0 +1,105 @@
+"""Backends and settings: contract checks with one-line errors, metadata, the optional torch path."""
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnx_fixture import build_fixture_model
+
+from rsd import contract
+from service.backends import BackendError, load_backend
+from service.backends.onnxruntime import OnnxRuntimeBackend
+from service.settings import Settings
+
+
+def test_onnxruntime_reads_the_contract_metadata(tmp_path):
+    backend = OnnxRuntimeBackend(build_fixture_model(tmp_path / "m.onnx", tile=8), threads=1)
+    info = backend.info
+    assert (info.name, info.version, info.scale, info.tile_size, info.precision) == ("fixture-x4", "0.0-test", 4, 8, "fp32")
+    assert info.max_batch is None and info.schedule == {"kappa": 2.0, "steps": 1}
+    lq = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+    sr = backend.run(lq, np.zeros_like(lq), np.zeros_like(lq[:, :1]))
+    assert sr.shape == (3, 3, 32, 32) and sr.dtype == np.float32 and 0 <= sr.min() <= sr.max() <= 1
+
+
+def test_model_without_metadata_falls_back_to_its_shape_and_file_name(tmp_path):
+    path = build_fixture_model(tmp_path / "plain.onnx", tile=8)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    info = OnnxRuntimeBackend(path).info
+    assert (info.name, info.version, info.tile_size, info.scale) == ("plain", "unknown", 8, 4)
+
+
+def test_metadata_tile_that_disagrees_with_the_graph_is_refused(tmp_path):
+    path = build_fixture_model(tmp_path / "m.onnx", tile=8, metadata={contract.META_TILE: "64"})
+    with pytest.raises(BackendError, match="tile 64"):
+        OnnxRuntimeBackend(path)
+
+
+def test_graph_without_the_contract_inputs_is_refused(tmp_path):
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(BackendError, match="graph contract"):
+        OnnxRuntimeBackend(path)
+
+
+def test_corrupt_or_missing_model_gives_one_line(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    for path, pattern in ((corrupt, "cannot load"), (tmp_path / "absent.onnx", "model not found")):
+        with pytest.raises(BackendError, match=pattern) as error:
+            load_backend(Settings(model_path=path))
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_torch_backend_without_the_fused_module_says_what_is_missing(tmp_path):
+    if importlib.util.find_spec("model_export.fused") is not None:
+        pytest.skip("model_export.fused exists now")
+    with pytest.raises(BackendError, match="load_fused_module"):
+        load_backend(Settings(model_path=tmp_path, backend="torch"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_torch_backend_runs_a_fused_module_with_the_graph_contract():
+    import torch
+    import torch.nn.functional as F
+
+    from service.backends.torch import TorchBackend
+
+    class Bicubic(torch.nn.Module):
+        """Stands in for the fused student: same inputs and output contract."""
+
+        def forward(self, lq, noise_prior, noise_student):  # (B,3,t,t), (B,3,t,t), (B,1,t,t)
+            noise = F.interpolate(noise_prior + noise_student, scale_factor=4, mode="nearest")
+            return F.interpolate(lq, scale_factor=4, mode="bicubic") + 1e-3 * noise  # (B,3,4t,4t)
+
+    metadata = {contract.META_TILE: "8", contract.META_NAME: "bicubic", contract.META_VERSION: "1"}
+    backend = TorchBackend(Bicubic(), metadata, max_batch=4, device="cpu")
+    assert (backend.info.name, backend.info.tile_size, backend.info.precision) == ("bicubic", 8, "fp32")
+    lq = np.full((3, 3, 8, 8), 0.25, np.float32)
+    sr = backend.run(lq, np.zeros_like(lq), np.zeros_like(lq[:, :1]))
+    assert sr.shape == (3, 3, 32, 32) and sr.dtype == np.float32
+    np.testing.assert_allclose(sr, 0.25, atol=1e-5)
+
+
+def test_settings_read_the_rsd_environment(monkeypatch):
+    monkeypatch.setenv("RSD_MAX_BATCH_TILES", "16")
+    monkeypatch.setenv("RSD_API_KEYS", " key-one, key-two ,")
+    monkeypatch.setenv("RSD_BACKEND", "torch")
+    settings = Settings()
+    assert settings.max_batch_tiles == 16 and settings.backend == "torch"
+    assert [k.get_secret_value() for k in settings.api_keys] == ["key-one", "key-two"]
+    assert "key-one" not in repr(settings)  # keys never show in logs
+    assert str(settings.model_path) == "models/default/rsd-tiny-x4.onnx"
+
+
+def test_settings_refuse_a_queue_smaller_than_a_batch():
+    with pytest.raises(ValueError, match="max_queue_tiles"):
+        Settings(max_batch_tiles=16, max_queue_tiles=8)

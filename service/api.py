@@ -112,8 +112,12 @@ async def upscale_image(
     state: State,
     fmt: Annotated[OutputFormat, Query(alias="format", description="Output format.")] = "png",
     quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality (default 90).")] = None,
-    seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="Same seed + image: same bytes.")] = None,
-    outscale: Annotated[float, Query(ge=1, le=4, description="Final scale, resized from the x4 result.")] = 4.0,
+    seed: Annotated[
+        int | None, Query(ge=0, le=MAX_SEED, description="Same seed + image: same bytes.")
+    ] = None,
+    outscale: Annotated[
+        float, Query(ge=1, le=4, description="Final scale, resized from the x4 result.")
+    ] = 4.0,
 ) -> Response:
     """Upscale one image x4 (multipart field `image`, or the raw body with an image/* content type).
 

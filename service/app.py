@@ -155,7 +155,12 @@ class RequestContext:
                 self.metrics.inflight.dec()
                 if status == 200:
                     self.metrics.request_seconds.observe(elapsed)
-            fields = {"method": scope["method"], "path": scope["path"], "status": status, "ms": round(1000 * elapsed, 1)}
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "ms": round(1000 * elapsed, 1),
+            }
             log.info("request", extra={"fields": fields})
             logs.request_id.reset(token)
 
@@ -178,4 +183,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     kinds = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
+    return error_response(
+        exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail), exc.headers
+    )

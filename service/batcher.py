@@ -135,7 +135,9 @@ class Batcher:
         """Reserve `tiles` or refuse at once: 503 while draining, 413 if it can never fit, else 429."""
         self.refuse_if_full(tiles)
         if tiles > self.max_queue:
-            raise PayloadTooLarge(f"the image needs {tiles} tiles; this server queues at most {self.max_queue}")
+            raise PayloadTooLarge(
+                f"the image needs {tiles} tiles; this server queues at most {self.max_queue}"
+            )
         self._reserved += tiles
         self._gauge()
         return Admission(self, tiles)
@@ -179,7 +181,9 @@ class Batcher:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
             except TimeoutError:
                 for job in list(self._live):
-                    self._drop(job, "shutdown", Draining("the service shut down before this request finished"))
+                    self._drop(
+                        job, "shutdown", Draining("the service shut down before this request finished")
+                    )
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
@@ -252,8 +256,11 @@ class Batcher:
                 return False
             self._wakeup.clear()
             waiter = asyncio.ensure_future(self._wakeup.wait())
-            await asyncio.wait({waiter} | ({running[1]} if running else set()), timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                {waiter} | ({running[1]} if running else set()),
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             waiter.cancel()
 
     def _take(self) -> _Batch | None:
@@ -262,7 +269,9 @@ class Batcher:
         while self._jobs and size < self.max_batch:
             job = self._jobs[0]
             if now > job.deadline:
-                self._drop(job, "deadline", DeadlineExceeded("the request deadline passed while it was queued"))
+                self._drop(
+                    job, "deadline", DeadlineExceeded("the request deadline passed while it was queued")
+                )
                 continue
             k = min(job.remaining, self.max_batch - size)
             parts.append((job, k))
@@ -285,7 +294,9 @@ class Batcher:
         start = time.perf_counter()
         sr = self._run(*batch.inputs)
         if sr.shape[0] != batch.inputs[0].shape[0]:
-            raise RuntimeError(f"backend returned {sr.shape[0]} tiles for a batch of {batch.inputs[0].shape[0]}")
+            raise RuntimeError(
+                f"backend returned {sr.shape[0]} tiles for a batch of {batch.inputs[0].shape[0]}"
+            )
         return sr, start, time.perf_counter()
 
     def _deliver(self, batch: _Batch, outcome: asyncio.Future) -> None:
@@ -295,7 +306,9 @@ class Batcher:
         except Exception:
             log.exception("inference failed for a batch of %d tiles", n)
             for job, _ in batch.parts:
-                self._drop(job, "failed", InferenceFailed("the model failed on the batch holding this request"))
+                self._drop(
+                    job, "failed", InferenceFailed("the model failed on the batch holding this request")
+                )
             return
         self._metrics.inference_seconds.observe(end - start)
         self._metrics.batch_tiles.observe(n)

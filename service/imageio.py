@@ -8,6 +8,7 @@ normalises it: EXIF orientation applied; grayscale, palette, 16-bit, CMYK and al
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,8 @@ INPUT_MEDIA_TYPES = frozenset(
 OutputFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPE = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 DEFAULT_QUALITY = {"jpeg": 90, "webp": 90}
-PNG_COMPRESS_LEVEL = 3  # level 6 (Pillow's default) costs ~1.7x the time for ~30% smaller files
+# zlib's RLE strategy on PNG's filtered rows: ~40% faster than the default on photos, and no bigger.
+PNG_OPTIONS = {"compress_level": 6, "compress_type": zlib.Z_RLE}
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow's convert("L") uses
 
@@ -58,7 +60,9 @@ def _not_ours(data: bytes) -> Exception:
     """415 when Pillow knows the format but we do not accept it, 422 when it is no image at all."""
     try:
         with Image.open(io.BytesIO(data)) as other:
-            return UnsupportedMediaType(f"{other.format} images are not supported; send one of {INPUT_FORMATS}")
+            return UnsupportedMediaType(
+                f"{other.format} images are not supported; send one of {INPUT_FORMATS}"
+            )
     except Exception:
         return UndecodableImage(f"not a decodable image (supported: {', '.join(INPUT_FORMATS)})")
 
@@ -126,24 +130,31 @@ def compose(decoded: DecodedImage, sr: np.ndarray, outscale: float, scale: int) 
     """Model output (sH, sW, 3) float32 -> final PIL image in the input's kind, resized to `outscale`."""
     height, width = decoded.rgb.shape[:2]
     size = (max(1, round(width * outscale)), max(1, round(height * outscale)))
-    sr = np.clip(sr, 0.0, 1.0)
     if decoded.grayscale:
         gray = sr @ _LUMA  # (sH, sW)
         if decoded.sixteen_bit:
-            image = Image.fromarray(np.round(gray * 65535).astype(np.uint16))  # mode I;16
+            image = Image.fromarray(_quantise(gray, np.uint16))  # mode I;16
         else:
-            image = Image.fromarray(np.round(gray * 255).astype(np.uint8))
+            image = Image.fromarray(_quantise(gray, np.uint8))
     else:
-        image = Image.fromarray(np.round(sr * 255).astype(np.uint8))
+        image = Image.fromarray(_quantise(sr, np.uint8))
     if decoded.alpha is not None:
         # Alpha is no photo: plain bicubic keeps hard masks hard; float mode keeps 16-bit precision.
         alpha = Image.fromarray(decoded.alpha).resize(image.size, Image.Resampling.BICUBIC)
-        alpha8 = Image.fromarray(np.round(np.clip(np.asarray(alpha), 0, 1) * 255).astype(np.uint8))
         image = image.convert("LA" if image.mode == "L" else "RGBA")
-        image.putalpha(alpha8)
+        image.putalpha(Image.fromarray(_quantise(np.asarray(alpha), np.uint8)))
     if image.size != size:
         image = image.resize(size, Image.Resampling.LANCZOS)
     return image
+
+
+def _quantise(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    """[0, 1] floats -> rounded integers of `dtype`, clipped; in place on one temporary."""
+    top = np.iinfo(dtype).max
+    scaled = values * np.float32(top)
+    np.clip(scaled, 0, top, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(dtype)
 
 
 def encode(image: Image.Image, fmt: OutputFormat, quality: int | None, icc: bytes | None) -> bytes:
@@ -161,7 +172,7 @@ def encode(image: Image.Image, fmt: OutputFormat, quality: int | None, icc: byte
     if icc:
         options["icc_profile"] = icc
     if fmt == "png":
-        options["compress_level"] = PNG_COMPRESS_LEVEL
+        options |= PNG_OPTIONS
     else:
         options["quality"] = quality or DEFAULT_QUALITY[fmt]
     out = io.BytesIO()

@@ -18,12 +18,17 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("rsd_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
+        self.requests = Counter(
+            "rsd_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
+        )
         self.request_seconds = Histogram(
             "rsd_request_duration_seconds", "Upscale request latency.", buckets=_LATENCY, registry=r
         )
         self.queue_seconds = Histogram(
-            "rsd_queue_duration_seconds", "Time a request waited for its first batch.", buckets=_LATENCY, registry=r
+            "rsd_queue_duration_seconds",
+            "Time a request waited for its first batch.",
+            buckets=_LATENCY,
+            registry=r,
         )
         self.inference_seconds = Histogram(
             "rsd_inference_duration_seconds", "Time of one model batch.", buckets=_LATENCY, registry=r
@@ -31,7 +36,9 @@ class Metrics:
         self.batch_tiles = Histogram(
             "rsd_batch_tiles", "Tiles per model batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
-        self.queue_tiles = Gauge("rsd_queue_tiles", "Tiles admitted and not yet sent to the model.", registry=r)
+        self.queue_tiles = Gauge(
+            "rsd_queue_tiles", "Tiles admitted and not yet sent to the model.", registry=r
+        )
         self.inflight = Gauge("rsd_inflight_requests", "Upscale requests being served.", registry=r)
         self.tiles = Counter("rsd_tiles", "Tiles run through the model.", registry=r)
         self.tiles_dropped = Counter(

@@ -20,12 +20,16 @@ class Settings(BaseSettings):
         description="ONNX file (onnxruntime), TensorRT engine (tensorrt) or model directory (torch).",
     )
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
-    threads: int = Field(0, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core.")
+    threads: int = Field(
+        0, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core."
+    )
 
     # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost.
     max_batch_tiles: int = Field(8, ge=1, description="Most tiles the model runs in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long an idle model waits for a fuller batch.")
-    max_queue_tiles: int = Field(128, ge=1, description="Tiles waiting for the model; more are refused with 429.")
+    max_queue_tiles: int = Field(
+        128, ge=1, description="Tiles waiting for the model; more are refused with 429."
+    )
     tile_overlap: int = Field(8, ge=0, description="Overlap of neighbouring tiles in LR pixels.")
     request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request; past it: 504.")
 

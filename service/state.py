@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +28,9 @@ class ServiceState:
         return cls(
             settings=settings,
             metrics=Metrics(),
-            cpu_pool=ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="rsd-cpu", initializer=_yield_to_model),
+            cpu_pool=ThreadPoolExecutor(
+                os.cpu_count() or 2, thread_name_prefix="rsd-cpu", initializer=_yield_to_model
+            ),
             backend=backend,
             key_digests=[hashlib.sha256(k.get_secret_value().encode()).digest() for k in settings.api_keys],
         )
@@ -39,4 +42,5 @@ def _yield_to_model() -> None:
     On a few CPU cores they compete with inference; at lower priority they fill the model's idle gaps
     instead of stealing its cores, so the model stays busy at saturation.
     """
-    os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    if sys.platform == "linux":  # elsewhere PRIO_PROCESS 0 would lower the whole process
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + 10)

@@ -91,29 +91,35 @@ def _ramp(size: int, width: int) -> np.ndarray:
     return window
 
 
+def _axis_weight(ramp: np.ndarray, origins: tuple[int, ...], scale: int, length: int) -> np.ndarray:
+    """Sum of the 1-D windows of all tiles along one axis, (length,)."""
+    total = np.zeros(length, np.float32)
+    for origin in origins:
+        total[scale * origin : scale * origin + len(ramp)] += ramp
+    return total
+
+
 def blend_tiles(tiles: Iterable[np.ndarray], grid: TileGrid, scale: int = SCALE) -> np.ndarray:
     """Upscaled (C, s*tile, s*tile) tiles in grid order -> the (s*H, s*W, C) float32 image."""
     st, so = scale * grid.tile, scale * grid.overlap
-    w1 = _ramp(st, so)  # (st,) one axis of the separable window
-    window = np.outer(w1, w1)  # (st, st)
+    ramp = _ramp(st, so)  # (st,)
+    # The window is separable and the grid a product, so the weights sum per axis: each tile's window
+    # is divided by those sums up front and the accumulated image needs no normalisation pass.
+    wy = _axis_weight(ramp, grid.ys, scale, scale * grid.padded_height)
+    wx = _axis_weight(ramp, grid.xs, scale, scale * grid.padded_width)
     acc: np.ndarray | None = None
+    weighted = np.empty(0, np.float32)
     for (y, x), tile in zip(grid.origins(), tiles, strict=True):
         if acc is None:
-            acc = np.zeros((tile.shape[0], scale * grid.padded_height, scale * grid.padded_width), np.float32)
-        acc[:, scale * y : scale * y + st, scale * x : scale * x + st] += tile * window
+            acc = np.zeros((tile.shape[0], len(wy), len(wx)), np.float32)  # (C, sPH, sPW)
+            weighted = np.empty(tile.shape, np.float32)  # (C, st, st), reused
+        y0, x0 = scale * y, scale * x
+        window = np.outer(ramp / wy[y0 : y0 + st], ramp / wx[x0 : x0 + st])  # (st, st)
+        np.multiply(tile, window, out=weighted)
+        acc[:, y0 : y0 + st, x0 : x0 + st] += weighted
     assert acc is not None
-    # The window is separable and the grid a product, so the weight sum is an outer product too.
-    wy = np.zeros(scale * grid.padded_height, np.float32)
-    for y in grid.ys:
-        wy[scale * y : scale * y + st] += w1
-    wx = np.zeros(scale * grid.padded_width, np.float32)
-    for x in grid.xs:
-        wx[scale * x : scale * x + st] += w1
     top, left = scale * grid.pad_top, scale * grid.pad_left
-    wy = wy[top : top + scale * grid.height]
-    wx = wx[left : left + scale * grid.width]
     out = acc[:, top : top + scale * grid.height, left : left + scale * grid.width]  # (C, sH, sW)
-    out /= wy[None, :, None] * wx[None, None, :]
     return np.ascontiguousarray(out.transpose(1, 2, 0))
 
 
@@ -146,6 +152,8 @@ def upscale_tiled(
     grid = plan_tiles(rgb.shape[0], rgb.shape[1], tile, overlap)
     lq = extract_tiles(rgb, grid)
     prior, student = tile_noise(seed, grid.count, tile)
-    chunks = (infer(lq[i : i + max_batch], prior[i : i + max_batch], student[i : i + max_batch])
-              for i in range(0, grid.count, max_batch))  # fmt: skip
+    chunks = (
+        infer(lq[i : i + max_batch], prior[i : i + max_batch], student[i : i + max_batch])
+        for i in range(0, grid.count, max_batch)
+    )
     return blend_tiles(itertools.chain.from_iterable(chunks), grid, scale)

@@ -18,6 +18,7 @@ from fastapi import Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from service.batcher import Batcher, Job, TileResult
 from service.errors import (
@@ -58,7 +59,9 @@ async def upscale(state: ServiceState, request: Request, options: UpscaleOptions
     batcher.refuse_if_full()  # at overload most refusals happen here, before the body is even read
     data = await read_image_bytes(request, settings.max_upload_bytes)
     image = open_image_header(data, settings.max_input_pixels)
-    admission = batcher.admit(plan_tiles(image.height, image.width, info.tile_size, settings.tile_overlap).count)
+    admission = batcher.admit(
+        plan_tiles(image.height, image.width, info.tile_size, settings.tile_overlap).count
+    )
     seed = secrets.randbits(63) if options.seed is None else options.seed
     t0 = time.perf_counter()
     try:
@@ -85,10 +88,12 @@ async def upscale(state: ServiceState, request: Request, options: UpscaleOptions
 
 
 async def read_image_bytes(request: Request, limit: int) -> bytes:
-    """The image from a multipart field `image` or a raw `image/*` body; the byte limit holds while streaming."""
+    """The image from multipart field `image` or a raw `image/*` body; the limit holds while streaming."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "multipart/form-data" and not media.startswith("image/"):
-        raise UnsupportedMediaType("send the image as multipart field `image` or as the body with an image/* type")
+        raise UnsupportedMediaType(
+            "send the image as multipart field `image` or as the body with an image/* type"
+        )
     _check_media(media)
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -97,10 +102,13 @@ async def read_image_bytes(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    except ClientDisconnect:
+        raise ClientClosed("the client disconnected during the upload") from None
     if media == "multipart/form-data":
         return await _multipart_image(request, bytes(body))
     if not body:
@@ -110,7 +118,9 @@ async def read_image_bytes(request: Request, limit: int) -> bytes:
 
 def _check_media(media: str | None) -> None:
     if media and media.startswith("image/") and media not in INPUT_MEDIA_TYPES:
-        raise UnsupportedMediaType(f"{media} is not supported; send one of {', '.join(sorted(INPUT_MEDIA_TYPES))}")
+        raise UnsupportedMediaType(
+            f"{media} is not supported; send one of {', '.join(sorted(INPUT_MEDIA_TYPES))}"
+        )
 
 
 async def _multipart_image(request: Request, body: bytes) -> bytes:
@@ -151,18 +161,24 @@ def _prepare(
     return decoded, grid, extract_tiles(decoded.rgb, grid), prior, student
 
 
-def _finish(decoded: DecodedImage, grid: TileGrid, result: TileResult, options: UpscaleOptions, scale: int) -> bytes:
+def _finish(
+    decoded: DecodedImage, grid: TileGrid, result: TileResult, options: UpscaleOptions, scale: int
+) -> bytes:
     sr = blend_tiles(itertools.chain.from_iterable(result.chunks), grid, scale)
     image = compose(decoded, sr, options.outscale, scale)
     return encode(image, options.format, options.quality, decoded.icc_profile)
 
 
-async def _wait_for(request: Request, batcher: Batcher, job: Job, deadline: float, timeout_s: float) -> TileResult:
+async def _wait_for(
+    request: Request, batcher: Batcher, job: Job, deadline: float, timeout_s: float
+) -> TileResult:
     """The job's result, unless the client leaves or the deadline passes first: then its tiles are dropped."""
     left = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait(
-            {job.future, left}, timeout=max(0.0, deadline - time.perf_counter()), return_when=asyncio.FIRST_COMPLETED
+            {job.future, left},
+            timeout=max(0.0, deadline - time.perf_counter()),
+            return_when=asyncio.FIRST_COMPLETED,
         )
     except asyncio.CancelledError:  # the server gave up on this request (forced shutdown)
         batcher.cancel(job, "cancelled")

@@ -8,6 +8,7 @@ conv stack whose only job is to cost compute like a real network (for bench/serv
 Test-only: the real student comes from model_export.
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def build_fixture_model(
     if width and depth:
         channels = [3] + [width] * depth + [3]
         x = "up"
-        for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+        for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
             w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
             inits.append(numpy_helper.from_array(w, f"w{i}"))
             nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
@@ -75,7 +76,11 @@ def build_fixture_model(
     graph = helper.make_graph(
         nodes,
         "rsd_fixture",
-        [io(contract.INPUT_LQ, 3, tile), io(contract.INPUT_NOISE_PRIOR, 3, tile), io(contract.INPUT_NOISE_STUDENT, 1, tile)],
+        [
+            io(contract.INPUT_LQ, 3, tile),
+            io(contract.INPUT_NOISE_PRIOR, 3, tile),
+            io(contract.INPUT_NOISE_STUDENT, 1, tile),
+        ],
         [io(contract.OUTPUT_SR, 3, s * tile)],
         initializer=inits,
     )
@@ -89,7 +94,9 @@ def build_fixture_model(
         contract.META_PRECISION: "fp32",
         contract.META_SCHEDULE: json.dumps({"kappa": 2.0, "steps": 1}),
         contract.META_CONFIG_HASH: "fixture",
-        contract.META_TRAINING: json.dumps({"source": "tests/onnx_fixture.py", "width": width, "depth": depth}),
+        contract.META_TRAINING: json.dumps(
+            {"source": "tests/onnx_fixture.py", "width": width, "depth": depth}
+        ),
         **(metadata or {}),
     }
     helper.set_model_props(model, props)

@@ -70,7 +70,7 @@ def test_fake_gradient_equals_plain_resshift_loss_on_generator_samples(nets):
         x0_hat = student_sample(student, z_tn, t_n, lq, eps)
     z_t = SCHEDULE.q_sample(x0_hat, z_y, t, noise)
     f_teacher = x0_fn(teacher)(z_t, t, lq)
-    params = [p for p in fake.parameters()]
+    params = list(fake.parameters())
     prop31 = grads(fake_objective(x0_fn(fake)(z_t, t, lq), f_teacher, x0_hat).mean(), params)
     plain = grads(fake_loss(x0_fn(fake)(z_t, t, lq), x0_hat).mean(), params)
     for a, b in zip(prop31, plain, strict=True):
@@ -124,7 +124,7 @@ def test_noise_channel_student_reproduces_teacher_at_init():
     torch.manual_seed(0)
     teacher = build_unet(SMALL_UNET).eval()
     student = build_student(teacher, noise_channels=1).eval()
-    z_y, z_tn, lq, t_n, _, _, eps = batch()
+    _, z_tn, lq, t_n, _, _, eps = batch()
     with torch.no_grad():
         expected = teacher(z_tn, t_n, lq=lq)
         for noise in (eps, 10 * torch.randn_like(eps)):

@@ -3,14 +3,15 @@
 import asyncio
 import io
 
+import httpx
 import numpy as np
 import pytest
-from onnx_fixture import build_fixture_model
 from PIL import Image, ImageCms
-from service_support import encoded, metric, noise_image, running
 
 from service.app import create_app
 from service.settings import Settings
+from tests.onnx_fixture import build_fixture_model
+from tests.service_support import encoded, metric, noise_image, running
 
 TILE = 16
 
@@ -33,7 +34,9 @@ def call(settings: Settings, scenario):
 
 def post(settings: Settings, body: bytes, content_type: str = "image/png", **params):
     async def scenario(app, client):
-        return await client.post("/v1/upscale", content=body, headers={"content-type": content_type}, params=params)
+        return await client.post(
+            "/v1/upscale", content=body, headers={"content-type": content_type}, params=params
+        )
 
     return call(settings, scenario)
 
@@ -92,7 +95,11 @@ def test_every_input_kind_round_trips_in_every_format(settings, kind, fmt):
     image = decoded(response)
     assert response.headers["content-type"] == f"image/{fmt}"
     assert image.size == (80, 48)
-    expected = {"png": png_mode, "jpeg": JPEG_MODE.get(png_mode, png_mode), "webp": WEBP_MODE.get(png_mode, png_mode)}
+    expected = {
+        "png": png_mode,
+        "jpeg": JPEG_MODE.get(png_mode, png_mode),
+        "webp": WEBP_MODE.get(png_mode, png_mode),
+    }
     assert image.mode == expected[fmt]
 
 
@@ -103,7 +110,9 @@ def test_multipart_upload_works_like_a_raw_body(settings):
         multipart = await client.post(
             "/v1/upscale", files={"image": ("x.png", body, "image/png")}, params={"seed": 5}
         )
-        raw = await client.post("/v1/upscale", content=body, headers={"content-type": "image/png"}, params={"seed": 5})
+        raw = await client.post(
+            "/v1/upscale", content=body, headers={"content-type": "image/png"}, params={"seed": 5}
+        )
         return multipart, raw
 
     multipart, raw = call(settings, scenario)
@@ -129,7 +138,9 @@ def test_same_seed_gives_same_bytes_and_a_returned_seed_reproduces(settings):
 
     async def scenario(app, client):
         async def one(**params):
-            return await client.post("/v1/upscale", content=body, headers={"content-type": "image/png"}, params=params)
+            return await client.post(
+                "/v1/upscale", content=body, headers={"content-type": "image/png"}, params=params
+            )
 
         a, b, c = await one(seed=42), await one(seed=42), await one(seed=43)
         unseeded = await one()
@@ -229,7 +240,9 @@ def test_malformed_multipart_is_400(settings):
 
 def test_multipart_without_image_field_is_400(settings):
     async def scenario(app, client):
-        return await client.post("/v1/upscale", files={"picture": ("a.png", encoded(noise_image(8, 8)), "image/png")})
+        return await client.post(
+            "/v1/upscale", files={"picture": ("a.png", encoded(noise_image(8, 8)), "image/png")}
+        )
 
     assert_error(call(settings, scenario), 400, "bad_request")
 
@@ -340,7 +353,13 @@ def test_full_queue_is_429_at_once_with_retry_after(settings):
         start = loop.time()
         third = await one()
         took = loop.time() - start
-        return await first, await second, third, took, metric(app, "rsd_rejections_total", reason="overloaded")
+        return (
+            await first,
+            await second,
+            third,
+            took,
+            metric(app, "rsd_rejections_total", reason="overloaded"),
+        )
 
     first, second, third, took, rejected = call(slow, scenario)
     assert first.status_code == second.status_code == 200
@@ -353,8 +372,6 @@ def test_not_ready_and_draining_are_503(settings):
     app = create_app(settings)  # lifespan not run: no model yet
 
     async def scenario():
-        import httpx
-
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rsd") as client:
             upscale = await client.post("/v1/upscale", content=b"x", headers={"content-type": "image/png"})
             ready = await client.get("/readyz")
@@ -436,18 +453,16 @@ def test_client_disconnect_drops_its_tiles_before_the_model(settings):
         async def send(message):
             sent.append(message)
 
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/v1/upscale", "raw_path": b"/v1/upscale", "root_path": "", "query_string": b"",
-            "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 1), "server": ("rsd", 80),
-        }  # fmt: skip
+        headers = [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST"}
+        scope |= {"scheme": "http", "path": "/v1/upscale", "raw_path": b"/v1/upscale", "root_path": ""}
+        scope |= {"query_string": b"", "headers": headers, "client": ("127.0.0.1", 1), "server": ("rsd", 80)}
         tiles_before = metric(app, "rsd_tiles_total")
-        call = asyncio.ensure_future(app(scope, receive, send))
+        request = asyncio.ensure_future(app(scope, receive, send))
         while metric(app, "rsd_queue_tiles") < 4:
             await asyncio.sleep(0.005)
         gone.set()
-        await call
+        await request
         await asyncio.sleep(0.8)  # past the batch wait
         dropped = metric(app, "rsd_tiles_dropped_total", reason="disconnect")
         return dropped, metric(app, "rsd_tiles_total") - tiles_before, sent[0]["status"]
@@ -461,14 +476,20 @@ def test_client_disconnect_drops_its_tiles_before_the_model(settings):
 
 def test_health_readiness_models_and_metrics(settings):
     async def scenario(app, client):
-        await client.post("/v1/upscale", content=encoded(noise_image(20, 12)), headers={"content-type": "image/png"})
+        await client.post(
+            "/v1/upscale", content=encoded(noise_image(20, 12)), headers={"content-type": "image/png"}
+        )
         return [await client.get(path) for path in ("/healthz", "/readyz", "/v1/models", "/metrics")]
 
     health, ready, models, metrics = call(settings, scenario)
     assert health.json() == {"status": "ok"} and ready.json() == {"status": "ready"}
     (card,) = models.json()["models"]
     assert card["name"] == "fixture-x4" and card["scale"] == 4 and card["tile_size"] == TILE
-    assert card["precision"] == "fp32" and card["version"] == "0.0-test" and card["backend"].startswith("onnxruntime")
+    assert (
+        card["precision"] == "fp32"
+        and card["version"] == "0.0-test"
+        and card["backend"].startswith("onnxruntime")
+    )
     assert card["training"]["source"] == "tests/onnx_fixture.py"
     text = metrics.text
     for name in (
@@ -487,7 +508,10 @@ def test_health_readiness_models_and_metrics(settings):
 def test_docs_are_served_without_any_external_url(settings):
     async def scenario(app, client):
         docs = await client.get("/docs")
-        assets = [await client.get(p) for p in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css")]
+        assets = [
+            await client.get(p)
+            for p in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css")
+        ]
         schema = await client.get("/openapi.json")
         return docs, assets, schema
 

@@ -6,18 +6,24 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
-from onnx_fixture import build_fixture_model
 
 from rsd import contract
 from service.backends import BackendError, load_backend
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.settings import Settings
+from tests.onnx_fixture import build_fixture_model
 
 
 def test_onnxruntime_reads_the_contract_metadata(tmp_path):
     backend = OnnxRuntimeBackend(build_fixture_model(tmp_path / "m.onnx", tile=8), threads=1)
     info = backend.info
-    assert (info.name, info.version, info.scale, info.tile_size, info.precision) == ("fixture-x4", "0.0-test", 4, 8, "fp32")
+    assert (info.name, info.version, info.scale, info.tile_size, info.precision) == (
+        "fixture-x4",
+        "0.0-test",
+        4,
+        8,
+        "fp32",
+    )
     assert info.max_batch is None and info.schedule == {"kappa": 2.0, "steps": 1}
     lq = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
     sr = backend.run(lq, np.zeros_like(lq), np.zeros_like(lq[:, :1]))
@@ -81,7 +87,7 @@ def test_torch_backend_runs_a_fused_module_with_the_graph_contract():
             return F.interpolate(lq, scale_factor=4, mode="bicubic") + 1e-3 * noise  # (B,3,4t,4t)
 
     metadata = {contract.META_TILE: "8", contract.META_NAME: "bicubic", contract.META_VERSION: "1"}
-    backend = TorchBackend(Bicubic(), metadata, max_batch=4, device="cpu")
+    backend = TorchBackend(Bicubic(), metadata, device=torch.device("cpu"), dtype=torch.float32, max_batch=4)
     assert (backend.info.name, backend.info.tile_size, backend.info.precision) == ("bicubic", 8, "fp32")
     lq = np.full((3, 3, 8, 8), 0.25, np.float32)
     sr = backend.run(lq, np.zeros_like(lq), np.zeros_like(lq[:, :1]))
@@ -103,3 +109,40 @@ def test_settings_read_the_rsd_environment(monkeypatch):
 def test_settings_refuse_a_queue_smaller_than_a_batch():
     with pytest.raises(ValueError, match="max_queue_tiles"):
         Settings(max_batch_tiles=16, max_queue_tiles=8)
+
+
+def test_offline_upscale_matches_the_service_path(tmp_path):
+    """`rsd upscale` goes through the same decode, tiler and encode: alpha and size survive."""
+    import io
+
+    from PIL import Image
+
+    from service.offline import upscale_file
+    from tests.service_support import noise_image
+
+    backend = OnnxRuntimeBackend(build_fixture_model(tmp_path / "m.onnx", tile=16), threads=1)
+    src = tmp_path / "in.png"
+    noise_image(30, 20, "RGBA").save(src)
+    dst = tmp_path / "out.webp"
+    upscale_file(src, dst, backend, overlap=4, seed=3)
+    out = Image.open(io.BytesIO(dst.read_bytes()))
+    assert out.format == "WEBP" and out.mode == "RGBA" and out.size == (120, 80)
+    with pytest.raises(ValueError, match="output format"):
+        upscale_file(src, tmp_path / "out.gif", backend)
+
+
+def test_json_logs_carry_the_request_id():
+    import json
+    import logging
+
+    from service import logs
+
+    record = logging.LogRecord("service", logging.INFO, __file__, 1, "request", None, None)
+    record.fields = {"status": 200}
+    token = logs.request_id.set("req-7")
+    try:
+        logs._RequestId().filter(record)
+    finally:
+        logs.request_id.reset(token)
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["request_id"] == "req-7" and line["message"] == "request" and line["status"] == 200

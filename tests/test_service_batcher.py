@@ -5,19 +5,21 @@ import time
 
 import numpy as np
 import pytest
-from onnx_fixture import build_fixture_model
 
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.batcher import Batcher
 from service.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
+from tests.onnx_fixture import build_fixture_model
 
 TILE = 8
 
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    return OnnxRuntimeBackend(build_fixture_model(tmp_path_factory.mktemp("m") / "m.onnx", tile=TILE), threads=1)
+    return OnnxRuntimeBackend(
+        build_fixture_model(tmp_path_factory.mktemp("m") / "m.onnx", tile=TILE), threads=1
+    )
 
 
 class Recorder:
@@ -36,8 +38,16 @@ class Recorder:
 
 def tiles(n, seed=0, value=None):
     rng = np.random.default_rng(seed)
-    lq = rng.random((n, 3, TILE, TILE), dtype=np.float32) if value is None else np.full((n, 3, TILE, TILE), value, np.float32)
-    return lq, rng.standard_normal((n, 3, TILE, TILE), dtype=np.float32), rng.standard_normal((n, 1, TILE, TILE), dtype=np.float32)
+    lq = (
+        rng.random((n, 3, TILE, TILE), dtype=np.float32)
+        if value is None
+        else np.full((n, 3, TILE, TILE), value, np.float32)
+    )
+    return (
+        lq,
+        rng.standard_normal((n, 3, TILE, TILE), dtype=np.float32),
+        rng.standard_normal((n, 1, TILE, TILE), dtype=np.float32),
+    )
 
 
 def submit(batcher, arrays, deadline_s=30.0):

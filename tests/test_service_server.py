@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from onnx_fixture import build_fixture_model
-from service_support import encoded, noise_image
+
+from tests.onnx_fixture import build_fixture_model
+from tests.service_support import encoded, noise_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(model):
         body = encoded(noise_image(16, 16))
 
         def upscale(_: int) -> int:
-            return httpx.post(f"{url}/v1/upscale", content=body, headers={"content-type": "image/png"}, timeout=30).status_code
+            return httpx.post(
+                f"{url}/v1/upscale", content=body, headers={"content-type": "image/png"}, timeout=30
+            ).status_code
 
         with ThreadPoolExecutor(8) as pool:
             in_flight = [pool.submit(upscale, i) for i in range(8)]
@@ -97,3 +100,11 @@ def test_missing_model_fails_at_start_with_one_clear_line(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert stderr.strip() == f"rsd serve: model not found at {missing} (set RSD_MODEL_PATH)"
+
+
+def test_the_service_never_imports_torch_by_default():
+    code = "import sys, service.app, service.cli, service.offline; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -13,7 +13,15 @@ def nearest_x4(tiles: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("height", "width", "tile", "overlap"),
-    [(1, 1, 16, 4), (1, 40, 16, 4), (16, 16, 16, 4), (17, 16, 16, 4), (37, 23, 16, 4), (64, 100, 32, 0), (50, 50, 8, 4)],
+    [
+        (1, 1, 16, 4),
+        (1, 40, 16, 4),
+        (16, 16, 16, 4),
+        (17, 16, 16, 4),
+        (37, 23, 16, 4),
+        (64, 100, 32, 0),
+        (50, 50, 8, 4),
+    ],
 )
 def test_round_trip_puts_every_pixel_back(height, width, tile, overlap):
     rng = np.random.default_rng(0)

@@ -27,6 +27,7 @@ from training.distill import (
     fake_loss,
     gan_discriminator_loss,
     gan_generator_loss,
+    student_distillation_loss,
 )
 from training.metrics import LPIPS
 from training.models import build_student
@@ -221,15 +222,18 @@ class DistillTrainer(Trainer):
                 x0_all = self._x0(student, x_in, t_in, torch.cat([s.lq, s.lq]), noise)
                 x0_hat, x0_one = x0_all.chunk(2)
 
-                z_t = self.schedule.q_sample(x0_hat, s.z_y, s.t, s.noise_t)
-                f_teacher = self._x0(self.teacher, z_t, s.t, s.lq)
-                f_fake = self._x0(fake, z_t, s.t, s.lq)
-                if loss_cfg.stop_gradient:
-                    f_teacher, f_fake = f_teacher.detach(), f_fake.detach()
-                loss_theta = theta_loss(
-                    f_teacher.float(), f_fake.float(), x0_hat.float(), loss_cfg.sid_normalization
-                )
-                loss = loss_theta.mean()
+                loss = student_distillation_loss(
+                    self.schedule,
+                    x0_hat,
+                    s.z_y,
+                    s.lq,
+                    s.t,
+                    s.noise_t,
+                    teacher=lambda x, t, lq: self._x0(self.teacher, x, t, lq),
+                    fake=lambda x, t, lq: self._x0(fake, x, t, lq),
+                    sid_normalization=loss_cfg.sid_normalization,
+                    stop_gradient=loss_cfg.stop_gradient,
+                ).mean()
                 stats = {"theta": loss.item()}
                 if loss_cfg.lpips > 0:
                     decoded = self.autoencoder.decode(x0_one).clamp(-1, 1)  # straight-through quantisation

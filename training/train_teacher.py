@@ -40,6 +40,7 @@ class TeacherLossConfig:
 class TeacherTrainConfig:
     preset: str = "tiny-x4"
     schedule: str = ""  # one of the preset's schedules; "" = its default
+    model: dict = field(default_factory=dict)  # overrides of the preset's UNet kwargs
     autoencoder: str = "runs/tiny-x4/autoencoder/model"  # model directory of a trained autoencoder
     init_unet: str = ""  # optional: official .pth or model directory to start from
     lr_mode: str = "realesrgan"  # realesrgan | bicubic
@@ -57,7 +58,7 @@ class TeacherTrainer(Trainer):
     def build(self) -> None:
         cfg = self.cfg
         preset = load_preset(cfg.preset, cfg.schedule or None)
-        self.unet_kwargs = preset["unet"]
+        self.unet_kwargs = {**preset["unet"], **cfg.model}
         self.schedule_cfg = ScheduleConfig(**preset["diffusion"])
         self.schedule = ResShiftSchedule(self.schedule_cfg)
         bundle = load_model_dir(cfg.autoencoder, self.device)

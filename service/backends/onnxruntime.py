@@ -33,7 +33,9 @@ class OnnxRuntimeBackend:
         missing = [name for name in _INPUTS if name not in inputs]
         outputs = [o.name for o in self.session.get_outputs()]
         if missing or contract.OUTPUT_SR not in outputs:
-            raise BackendError(f"{path} does not follow the graph contract (missing inputs {missing} or output sr)")
+            raise BackendError(
+                f"{path} does not follow the graph contract (missing inputs {missing} or output sr)"
+            )
         lq = inputs[contract.INPUT_LQ]
         if lq.type not in _DTYPES:
             raise BackendError(f"{path}: input lq has type {lq.type}, expected float or float16")

@@ -25,10 +25,14 @@ class TensorRTBackend:
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot deserialize {engine_path} (built for another GPU or version?)")
+            raise BackendError(
+                f"TensorRT cannot deserialize {engine_path} (built for another GPU or version?)"
+            )
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
         if not {*_INPUTS, contract.OUTPUT_SR} <= names:
-            raise BackendError(f"{engine_path} does not follow the graph contract; its tensors are {sorted(names)}")
+            raise BackendError(
+                f"{engine_path} does not follow the graph contract; its tensors are {sorted(names)}"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         self._dtypes = {

@@ -3,7 +3,8 @@
 Imported only when `RSD_BACKEND=torch`, so the default install stays torch-free. This is the GPU path
 that works without TensorRT. One CUDA graph is captured per batch bucket (powers of two up to
 max_batch_tiles); a batch is padded to the next bucket, as TGI does with its `--cuda-graphs` sizes.
-On a CPU-only host it runs the module eagerly in fp32.
+On a CPU-only host it runs the module eagerly in fp32. The model directory is loaded by
+model_export.fused.load_fused_module, which places the module on the device in the chosen dtype.
 """
 
 from collections.abc import Mapping
@@ -26,19 +27,20 @@ class TorchBackend:
         module: torch.nn.Module,
         metadata: Mapping[str, str],
         *,
+        device: torch.device,
+        dtype: torch.dtype,
         max_batch: int,
         name: str = "fused",
-        device: str | None = None,
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.module = module.eval().to(self.device, self.dtype)
+        """`module` is already on `device` in `dtype` (the loader keeps some weights in fp32)."""
+        self.device, self.dtype = device, dtype
+        self.module = module.eval()
         self.info = ModelInfo.from_metadata(
             metadata,
-            backend=f"torch ({self.device.type})",
+            backend=f"torch ({device.type})",
             default_name=name,
             tile_from_shape=None,
-            precision="fp16" if self.dtype == torch.float16 else "fp32",
+            precision={torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype],
             max_batch=None,
         )
         # bucket size -> (graph, static inputs, static output)
@@ -48,15 +50,17 @@ class TorchBackend:
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, max_batch: int) -> "TorchBackend":
-        """Build from the training side's fused module: `load_fused_module(dir) -> (module, rsd.* metadata)`."""
+        """From the training side: `model_export.fused.load_fused_module(dir) -> (module, rsd.* metadata)`."""
         try:
             from model_export.fused import load_fused_module
         except ImportError:
             raise BackendError(
                 "the torch backend needs model_export.fused.load_fused_module, which this install lacks"
             ) from None
-        module, metadata = load_fused_module(model_dir)
-        return cls(module, metadata, max_batch=max_batch, name=model_dir.name)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        module, metadata = load_fused_module(model_dir, device=device, dtype=dtype)
+        return cls(module, metadata, device=device, dtype=dtype, max_batch=max_batch, name=model_dir.name)
 
     @torch.inference_mode()
     def _capture(self, sizes: list[int]) -> None:
@@ -76,7 +80,9 @@ class TorchBackend:
             with torch.cuda.graph(graph, pool=pool):
                 out = self.module(*static)
             if tuple(out.shape) != (size, 3, s * t, s * t):
-                raise BackendError(f"fused module returned {tuple(out.shape)} for a batch of {size} tiles of {t}")
+                raise BackendError(
+                    f"fused module returned {tuple(out.shape)} for a batch of {size} tiles of {t}"
+                )
             self._graphs[size] = (graph, static, out)
 
     @torch.inference_mode()

@@ -1,0 +1,64 @@
+"""Upscale files without the server (the `rsd upscale` command): same decoding, tiler and encoding."""
+
+from pathlib import Path
+
+from service.backends import Backend
+from service.imageio import OutputFormat, compose, decode, encode, open_image
+from service.tiling import upscale_tiled
+
+SUFFIX_FORMAT: dict[str, OutputFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def upscale_bytes(
+    data: bytes,
+    backend: Backend,
+    *,
+    fmt: OutputFormat = "png",
+    seed: int = 0,
+    outscale: float = 4.0,
+    quality: int | None = None,
+    overlap: int = 8,
+    max_batch: int = 8,
+    max_pixels: int = 1 << 30,
+) -> bytes:
+    """Encoded image in, encoded upscaled image out; the service's result for the same seed."""
+    decoded = decode(open_image(data, max_pixels))
+    info = backend.info
+    sr = upscale_tiled(
+        decoded.rgb,
+        backend.run,
+        tile=info.tile_size,
+        overlap=overlap,
+        seed=seed,
+        max_batch=max_batch,
+        scale=info.scale,
+    )
+    return encode(compose(decoded, sr, outscale, info.scale), fmt, quality, decoded.icc_profile)
+
+
+def upscale_file(
+    src: Path,
+    dst: Path,
+    backend: Backend,
+    *,
+    seed: int = 0,
+    outscale: float = 4.0,
+    quality: int | None = None,
+    overlap: int = 8,
+    max_batch: int = 8,
+) -> None:
+    """`src` -> `dst`, the format taken from dst's suffix (.png, .jpg, .jpeg, .webp)."""
+    fmt = SUFFIX_FORMAT.get(dst.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the output format from {dst.name}; use .png, .jpg or .webp")
+    data = upscale_bytes(
+        src.read_bytes(),
+        backend,
+        fmt=fmt,
+        seed=seed,
+        outscale=outscale,
+        quality=quality,
+        overlap=overlap,
+        max_batch=max_batch,
+    )
+    dst.write_bytes(data)

@@ -1,0 +1,168 @@
+"""The trainers on small configs: a few real steps, resume, Ctrl-C, DDP, validation and export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.trainer_setup import AE_MODEL, UNET_MODEL, common_overrides, make_photo_folder
+from training.config import ConfigError, load_config
+from training.data.valset import make_val_set
+from training.train_autoencoder import AutoencoderTrainConfig, AutoencoderTrainer
+from training.train_distill import DistillTrainConfig, DistillTrainer
+from training.train_teacher import TeacherTrainConfig, TeacherTrainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    make_photo_folder(tmp / "photos")
+    with pytest.warns(UserWarning, match="unreadable"):
+        make_val_set(tmp / "photos", tmp / "val", mode="realesrgan", seed=0, crop_size=32)
+    return tmp
+
+
+def ae_config(tmp: Path, out: str, steps: int, extra=()) -> AutoencoderTrainConfig:
+    overrides = [
+        *common_overrides(tmp, out),
+        f"model={json.dumps(AE_MODEL)}",
+        "data.crop_sizes=[32]",
+        f"run.steps={steps}",
+        "run.ckpt_every=2",
+        "run.val_every=1000",
+        "loss.dead_code_restart_every=2",
+        *extra,
+    ]
+    return load_config(AutoencoderTrainConfig, REPO / "configs/tiny-x4/autoencoder.yaml", overrides)
+
+
+def test_config_rejects_unknown_keys_and_bad_types(workspace):
+    with pytest.raises(ConfigError, match=r"unknown config key.*optim\.learning_rate"):
+        ae_config(workspace, "bad", 1, ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match=r"run\.steps: expected an integer"):
+        ae_config(workspace, "bad", 1, ["run.steps=many"])
+
+
+def test_autoencoder_resume_continues_the_same_trajectory(workspace):
+    straight = AutoencoderTrainer(cfg := ae_config(workspace, "ae_straight", 4), cfg.run)
+    straight.fit()
+    first = AutoencoderTrainer(cfg := ae_config(workspace, "ae_resumed", 2), cfg.run)
+    first.fit()
+    resumed = AutoencoderTrainer(cfg := ae_config(workspace, "ae_resumed", 4), cfg.run)
+    resumed.fit()
+    assert resumed.step == 4
+    a = load_file(str(workspace / "ae_straight/checkpoints/step_00000004/autoencoder.safetensors"))
+    b = load_file(str(workspace / "ae_resumed/checkpoints/step_00000004/autoencoder.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = [json.loads(line) for line in (workspace / "ae_resumed/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert (workspace / "ae_resumed/tb").is_dir()
+
+
+def test_autoencoder_validation_writes_metrics_grid_and_model(workspace):
+    trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_val", 1, ["run.val_every=1"]), cfg.run)
+    metrics = trainer.fit()
+    assert {"ae_psnr_y", "bicubic_psnr_y", "ae_lpips_alex", "psnr_gain_db"} <= set(metrics)
+    assert (workspace / "ae_val/samples/step_00000001.png").is_file()
+    assert json.loads((workspace / "ae_val/model/config.json").read_text())["components"]["autoencoder"]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(workspace):
+    out = workspace / "ae_sigint"
+    args = [sys.executable, "-m", "rsd.cli", "train", "autoencoder", "--config",
+            str(REPO / "configs/tiny-x4/autoencoder.yaml"), *common_overrides(workspace, "ae_sigint"),
+            f"model={json.dumps(AE_MODEL)}", "data.crop_sizes=[32]", "run.steps=100000",
+            "run.ckpt_every=100000", "run.val_every=100000"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "log.jsonl").is_file():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline, "training did not start"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "checkpoint saved" in stderr
+    assert (out / "checkpoints/latest.txt").is_file()
+
+
+def test_ddp_two_cpu_processes_keep_replicas_identical(workspace):
+    script = REPO / "tests" / "ddp_check.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+         str(script), str(workspace)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((workspace / "ddp" / "replicas.json").read_text())
+    assert report["world_size"] == 2
+    assert report["max_abs_diff"] == 0.0
+    assert report["changed_from_init"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder_dir(workspace):
+    trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_for_teacher", 1), cfg.run)
+    trainer.fit()
+    trainer.export()
+    return workspace / "ae_for_teacher" / "model"
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(workspace, autoencoder_dir):
+    overrides = [
+        *common_overrides(workspace, "teacher"),
+        f"autoencoder={autoencoder_dir}",
+        f"model={json.dumps(UNET_MODEL)}",
+        "schedule=v3",
+        "data.crop_sizes=[32]",
+        "run.steps=2",
+        "run.val_every=2",
+        "run.ckpt_every=2",
+        "loss.lpips=0.5",
+    ]
+    cfg = load_config(TeacherTrainConfig, None, overrides)
+    metrics = TeacherTrainer(cfg, cfg.run).fit()
+    assert {"teacher_psnr_y", "bicubic_psnr_y", "psnr_gain_db"} <= set(metrics)
+    return workspace / "teacher" / "model"
+
+
+def test_teacher_trains_validates_and_exports(teacher_dir):
+    config = json.loads((teacher_dir / "config.json").read_text())
+    assert config["meta"]["stage"] == "teacher"
+    assert config["diffusion"]["steps"] == 4
+
+
+def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
+    overrides = [
+        *common_overrides(workspace, "distill"),
+        f"teacher={teacher_dir}",
+        "fake_updates=1",
+        "data.crop_sizes=[32]",
+        "run.steps=2",
+        "run.val_every=2",
+        "run.ckpt_every=1",
+    ]
+    cfg = load_config(DistillTrainConfig, None, overrides)
+    trainer = DistillTrainer(cfg, cfg.run)
+    before = {k: v.clone() for k, v in trainer.modules["student"].state_dict().items()}
+    metrics = trainer.fit()
+    assert {"student_psnr_y", "student_lpips_alex"} <= set(metrics)
+    after = trainer.modules["student"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    log = [json.loads(line) for line in (workspace / "distill/log.jsonl").read_text().splitlines()]
+    assert {"theta", "lpips", "gan_g", "fake_mse", "gan_d"} <= set(log[0])
+    config = json.loads((workspace / "distill/model/config.json").read_text())
+    assert config["components"]["unet"]["kwargs"]["noise_channels"] == 1
+    assert config["meta"]["student_timesteps"] == [0, 1, 2, 3]

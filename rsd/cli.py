@@ -57,6 +57,41 @@ def train_distill(config: ConfigOption = None, overrides: Overrides = None) -> N
     _fit(DistillTrainer, DistillTrainConfig, config, overrides)
 
 
+@app.command("eval")
+def evaluate(
+    source: Annotated[
+        Path, typer.Argument(help="A fixed validation set (rsd data make-val) or a folder of HR photos.")
+    ],
+    mode: Annotated[str, typer.Option(help="LR synthesis when SOURCE is a photo folder.")] = "realesrgan",
+    seed: int = 0,
+    crop_size: int = 256,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher model directory (T steps and one step).")
+    ] = None,
+    student: Annotated[list[Path] | None, typer.Option(help="Student model directory (repeatable).")] = None,
+    onnx: Annotated[list[Path] | None, typer.Option(help="Exported ONNX graph (repeatable).")] = None,
+    max_images: int | None = None,
+    threads: int = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+) -> None:
+    """Score bicubic, the teacher, students and exported graphs on the same (HR, LR) pairs."""
+    from training.evaluate import format_table, run_eval
+
+    results = run_eval(
+        source,
+        mode=mode,
+        seed=seed,
+        crop_size=crop_size,
+        teacher=teacher,
+        students=student or [],
+        onnx=onnx or [],
+        max_images=max_images,
+        threads=threads,
+        json_out=json_out,
+    )
+    typer.echo(format_table(results))
+
+
 @data_app.command("make-val")
 def make_val(
     src: Annotated[Path, typer.Option(help="Folder of HR photos.", exists=True, file_okay=False)],

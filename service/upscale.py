@@ -123,11 +123,18 @@ def _check_media(media: str | None) -> None:
         )
 
 
+class _InMemoryMultiPart(MultiPartParser):
+    """The body is already in memory and under the byte limit: spooling parts to temp files (Starlette's
+    default above 1 MB) would only cost time, 4x for a 20 MB upload."""
+
+    spool_max_size = 1 << 62
+
+
 async def _multipart_image(request: Request, body: bytes) -> bytes:
     async def stream():
         yield body
 
-    parser = MultiPartParser(request.headers, stream(), max_files=1, max_fields=16)
+    parser = _InMemoryMultiPart(request.headers, stream(), max_files=1, max_fields=16)
     try:
         form = await parser.parse()
     except MultiPartException as e:

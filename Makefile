@@ -28,3 +28,11 @@ format: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/rsd serve
+
+.PHONY: demo-data default-model
+demo-data: $(STAMP)
+	$(BIN)/python scripts/demo_data.py
+
+# The whole pipeline on the demo photos (resumable: run it again after any interruption).
+default-model: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/default_model.sh

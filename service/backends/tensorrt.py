@@ -49,7 +49,7 @@ class TensorRTBackend:
             backend="tensorrt",
             default_name=engine_path.stem,
             tile_from_shape=tile,
-            precision=metadata.get(contract.META_PRECISION, precision),
+            precision=precision,
             max_batch=max_shape[0],
         )
 

@@ -1,0 +1,22 @@
+#!/bin/sh
+# `make default-model`: the embedded default model, end to end on the demo photos with fixed seeds.
+# Every stage resumes from its last checkpoint, so the script can simply be run again after any stop.
+set -eu
+cd "$(dirname "$0")/.."
+
+[ -d data/demo/train ] || python scripts/demo_data.py
+[ -f data/demo/val-bicubic/manifest.json ] ||
+  rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode bicubic --seed 0 --overwrite
+[ -f data/demo/val-realesrgan/manifest.json ] ||
+  rsd data make-val --src data/demo/val --out data/demo/val-realesrgan --mode realesrgan --seed 0 --overwrite
+
+nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
+nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.progress=false
+nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
+
+mkdir -p models/default
+rsd export onnx runs/tiny-x4/distill/model --out models/default/rsd-tiny-x4.onnx --tile 64
+rm -rf models/default/student && cp -r runs/tiny-x4/distill/model models/default/student
+rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model \
+  --student runs/tiny-x4/distill/model --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
+python scripts/model_card.py models/default

@@ -24,38 +24,39 @@ from training.pipeline import SRPipeline, lr_multiple
 
 
 class FusedUpscaler(nn.Module):
-    """forward(lq, noise_prior, noise_student) -> sr; a teacher ignores noise_student (one-step x0 guess).
+    """forward(lq, noise_prior, noise_student) -> sr; a teacher ignores noise_student (one-step x0 guess)."""
 
-    with_indices adds the codebook indices of z_0 (B,t,t) as a second output, so parity checks can compare
-    the quantisation of two implementations; the served graph never has it.
-    """
-
-    def __init__(self, pipeline: SRPipeline, with_indices: bool = False):
+    def __init__(self, pipeline: SRPipeline):
         super().__init__()
         self.pipeline = pipeline
-        self.with_indices = with_indices
 
     @property
     def tile_multiple(self) -> int:
         return lr_multiple(self.pipeline.unet)
 
-    def forward(
-        self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def latent(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
+        """z_0 (B,3,t,t): the pre-quantisation latent of the one student step."""
         student_noise = noise_student if self.pipeline.noise_channels else None
-        z0 = self.pipeline.one_step_latent(lq * 2 - 1, noise_prior, student_noise)  # (B,3,t,t)
-        sr = self.pipeline.autoencoder.decode(z0).clamp(-1, 1)  # (B,3,4t,4t)
-        sr = (sr + 1) / 2
-        if self.with_indices:
-            return sr, self.pipeline.autoencoder.codebook_indices(z0)
-        return sr
+        return self.pipeline.one_step_latent(lq * 2 - 1, noise_prior, student_noise)
+
+    def forward(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
+        """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation."""
+        ae = self.pipeline.autoencoder
+        low = lq.dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
+            z0 = self.latent(lq, noise_prior, noise_student)  # (B,3,t,t)
+        # Nearest code outside autocast: ||z||^2 + ||e||^2 - 2 z.e cancels badly in half precision.
+        z_q, _, _ = ae.quantize(z0.float())  # (B,3,t,t)
+        with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
+            sr = ae.decode(z_q, force_not_quantize=True).clamp(-1, 1)  # (B,3,4t,4t)
+        return ((sr + 1) / 2).to(lq.dtype)
 
 
-def build_fused(bundle: ModelBundle, with_indices: bool = False) -> FusedUpscaler:
+def build_fused(bundle: ModelBundle) -> FusedUpscaler:
     if bundle.unet is None or bundle.autoencoder is None:
         raise ValueError("a model directory for export needs both a unet and an autoencoder")
     pipeline = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule)
-    return FusedUpscaler(pipeline, with_indices).eval().requires_grad_(False)
+    return FusedUpscaler(pipeline).eval().requires_grad_(False)
 
 
 def model_name(model_dir: Path) -> str:
@@ -93,17 +94,13 @@ def load_fused_module(
 ) -> tuple[FusedUpscaler, dict[str, str]]:
     """(module, rsd.* metadata) for the service's torch backend.
 
-    In half precision the codebook stays fp32: the quantizer already computes distances in fp32, and a
-    rounded codebook would move the Voronoi boundaries.
+    Weights stay fp32 on `device`; `dtype` is the precision the caller feeds (fp16/bf16 inputs run under
+    autocast, see FusedUpscaler.forward) and the one the metadata names.
     """
     model_dir = Path(model_dir)
-    bundle = load_model_dir(model_dir)
+    bundle = load_model_dir(model_dir, device=device)
     module = build_fused(bundle)
     if tile % module.tile_multiple:
         raise ValueError(f"tile {tile} is not a multiple of {module.tile_multiple} for this model")
-    quantize = module.pipeline.autoencoder.quantize
-    codebook = quantize.embedding.weight.detach().clone()  # (n_e, C) fp32
-    module.to(device=device, dtype=dtype)
-    quantize.to(dtype=torch.float32).embedding.weight.copy_(codebook)
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
     return module, model_metadata(model_dir, bundle.config, tile=tile, precision=precision)

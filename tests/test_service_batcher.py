@@ -104,12 +104,13 @@ def test_an_idle_model_waits_up_to_max_wait_for_a_fuller_batch(backend):
 def test_full_queue_refuses_at_once_with_retry_after(backend):
     async def main():
         batcher = make(backend.run, max_queue_tiles=8)
-        batcher.admit(6)
+        held = batcher.admit(6)
         with pytest.raises(Overloaded) as refused:
             batcher.admit(3)
         assert int(refused.value.headers["Retry-After"]) >= 1
         with pytest.raises(PayloadTooLarge):
             batcher.admit(9)  # could never fit
+        held.release()
         await batcher.close(1)
 
     asyncio.run(main())
@@ -121,7 +122,7 @@ def test_released_admission_frees_its_tiles(backend):
         admission = batcher.admit(8)
         admission.release()
         admission.release()  # idempotent
-        batcher.admit(8)
+        batcher.admit(8).release()
         await batcher.close(1)
 
     asyncio.run(main())

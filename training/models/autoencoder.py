@@ -271,6 +271,17 @@ class Decoder(nn.Module):
 # vector quantizer
 
 
+def color_lattice(n: int, dim: int) -> torch.Tensor:
+    """n points in [-1, 1]^dim: the largest full lattice (k points per axis, cell centres) plus uniform extras."""
+    k = int(round(n ** (1.0 / dim)))
+    while k**dim > n:
+        k -= 1
+    axis = (torch.arange(k, dtype=torch.float32) + 0.5) / k * 2 - 1
+    grid = torch.stack(torch.meshgrid(*[axis] * dim, indexing="ij"), dim=-1).reshape(-1, dim)
+    extra = torch.rand(n - grid.shape[0], dim, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return torch.cat([grid, extra])
+
+
 class VectorQuantizer2(nn.Module):
     """Nearest-codebook quantizer with straight-through gradient and the official *legacy* loss (beta = 0.25).
 
@@ -286,8 +297,11 @@ class VectorQuantizer2(nn.Module):
         if codebook_init == "official":
             nn.init.uniform_(self.embedding.weight, -1.0 / n_e, 1.0 / n_e)
         elif codebook_init == "color_cube":
-            # latent of a resample_skip model ~ a small RGB image in [-1,1]^3: spread the codes over that cube
-            nn.init.uniform_(self.embedding.weight, -1.0, 1.0)
+            # The latent of a resample_skip model is ~ a small RGB image in [-1,1]^e_dim: start the codes on a
+            # regular lattice over that cube (remaining codes uniform), so every colour, seen in training or
+            # not, has a code within half a lattice step.
+            with torch.no_grad():
+                self.embedding.weight.copy_(color_lattice(n_e, e_dim))
         else:
             raise ValueError(f"codebook_init must be 'official' or 'color_cube', got {codebook_init!r}")
 

@@ -272,8 +272,8 @@ class Decoder(nn.Module):
 
 
 def color_lattice(n: int, dim: int) -> torch.Tensor:
-    """n points in [-1, 1]^dim: the largest full lattice (k points per axis, cell centres) plus uniform extras."""
-    k = int(round(n ** (1.0 / dim)))
+    """n points in [-1, 1]^dim: the largest full lattice (k cell centres per axis) plus uniform extras."""
+    k = round(n ** (1.0 / dim))
     while k**dim > n:
         k -= 1
     axis = (torch.arange(k, dtype=torch.float32) + 0.5) / k * 2 - 1

@@ -1,0 +1,238 @@
+"""Model directory -> one ONNX graph per tile size: `lq`, `noise_prior`, `noise_student` in, `sr` out.
+
+Traced with the TorchScript exporter (dynamo=False) at a fixed tile, so the Swin shifted-window masks
+fold into constants; only the batch axis is dynamic. The graph is kept TensorRT-parsable (opset 17-20,
+no float64, only operators TensorRT's ONNX parser implements), which `check_graph` enforces on every
+export.
+
+fp16 variant: onnxconverter-common's float16 pass with fp32 inputs/outputs, leaving in fp32 the
+codebook search (`QUANTIZER_SCOPE`: ||z||^2 + ||e||^2 - 2 z.e cancels in fp16 and flips indices), the
+normalisations (the UNet computes GroupNorm in fp32 on purpose), the bicubic resize and the
+schedule/timestep casts.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from model_export import ExportError
+from model_export.fused import FusedUpscaler, build_fused, model_metadata
+from model_export.metadata import set_metadata
+from rsd import contract
+from training.checkpoint import load_model_dir
+
+OPSET = 17
+MAX_TENSORRT_OPSET = 20  # TensorRT 10's ONNX parser reads opsets 9..20
+QUANTIZER_SCOPE = "/quantize/"  # ONNX node-name prefix of VectorQuantizer2 in the traced graph
+UNET_SCOPE = "/unet/"
+BATCH_AXIS = "batch"
+TRACE_BATCH = 2  # not 1, so that no op specialises on a singleton batch
+
+# Operators in the fused graphs of this project, all in the support matrix of TensorRT 10's ONNX parser
+# (onnx-tensorrt docs/operators.md). A new operator fails `check_graph` until someone checks it there.
+TENSORRT_OPS = frozenset(
+    {
+        "Add", "ArgMin", "AveragePool", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
+        "Cos", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm", "GreaterOrEqual", "Identity",
+        "InstanceNormalization", "MatMul", "Mul", "Not", "Pad", "Pow", "Range", "ReduceSum", "Reshape",
+        "Resize", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
+        "Transpose", "Unsqueeze", "Where",
+    }
+)  # fmt: skip
+FP32_OPS = ("InstanceNormalization", "Resize", "Range")
+
+
+def trace(module: FusedUpscaler, tile: int, opset: int = OPSET) -> onnx.ModelProto:
+    """TorchScript-trace the fused module at (TRACE_BATCH, C, tile, tile) into an fp32 ONNX model."""
+    channels = (3, 3, module.pipeline.noise_channels or 1)  # lq, noise_prior, noise_student
+    args = tuple(torch.zeros(TRACE_BATCH, c, tile, tile) for c in channels)
+    names = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            input_names=list(names),
+            output_names=[contract.OUTPUT_SR],
+            dynamic_axes={name: {0: BATCH_AXIS} for name in (*names, contract.OUTPUT_SR)},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    _float64_to_float32(model)
+    _declare_student_noise(model, tile)
+    return model
+
+
+def _float64_to_float32(model: onnx.ModelProto) -> None:
+    """TensorRT has no float64. The only float64 values are the schedule table that `scale_input`
+    gathers per batch row before casting to fp32; doing the gather in fp32 gives the same numbers."""
+
+    def narrow(tensor: onnx.TensorProto) -> None:
+        if tensor.data_type == TensorProto.DOUBLE:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+
+    for init in model.graph.initializer:
+        narrow(init)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.name == "value":
+                narrow(attr.t)
+            elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.DOUBLE:
+                attr.i = TensorProto.FLOAT
+    for info in model.graph.value_info:
+        if info.type.tensor_type.elem_type == TensorProto.DOUBLE:
+            info.type.tensor_type.elem_type = TensorProto.FLOAT
+
+
+def _declare_student_noise(model: onnx.ModelProto, tile: int) -> None:
+    """A teacher ignores `noise_student` and the tracer drops unused inputs; declare it anyway so that every
+    graph takes the same three inputs (rsd/contract.py) and the service feeds them all by name."""
+    if any(i.name == contract.INPUT_NOISE_STUDENT for i in model.graph.input):
+        return
+    model.graph.input.append(
+        helper.make_tensor_value_info(
+            contract.INPUT_NOISE_STUDENT, TensorProto.FLOAT, [BATCH_AXIS, 1, tile, tile]
+        )
+    )
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxsim: folds the shape arithmetic the tracer leaves (about 3x fewer nodes)."""
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise ExportError("onnxsim could not validate the simplified graph; export without --simplify")
+    return simplified
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and activations, fp32 inputs/outputs, fp32 codebook search (see module docstring)."""
+    from onnxconverter_common import float16
+
+    keep = [
+        node.name
+        for node in model.graph.node
+        if node.name.startswith(QUANTIZER_SCOPE)
+        # Casts to fp32 (timestep index -> embedding argument, shape arithmetic): the converter would
+        # retype their outputs without changing `to`.
+        or (node.op_type == "Cast" and helper.get_node_attr_value(node, "to") == TensorProto.FLOAT)
+    ]
+    if not any(name.startswith(QUANTIZER_SCOPE) for name in keep):
+        raise ExportError(f"no quantizer nodes ({QUANTIZER_SCOPE}*) found; cannot keep the codebook search fp32")
+    return float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        node_block_list=keep,
+        op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OPS],
+    )
+
+
+def _static_dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+
+def check_graph(model: onnx.ModelProto, tile: int) -> list[str]:
+    """Problems that would stop the service or TensorRT from using the graph; [] when there are none.
+
+    Runs the full ONNX checker and strict shape inference, then checks the contract (names, fixed tile,
+    dynamic batch, fp32 I/O), the opset range, float64 and the operator set.
+    """
+    problems = []
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        return [f"onnx checker: {str(e).splitlines()[0]}"]
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if not OPSET <= opset <= MAX_TENSORRT_OPSET:
+        problems.append(f"opset {opset} is outside {OPSET}..{MAX_TENSORRT_OPSET}")
+
+    s = contract.SCALE
+    expected = {
+        contract.INPUT_LQ: [3, tile, tile],
+        contract.INPUT_NOISE_PRIOR: [3, tile, tile],
+        contract.INPUT_NOISE_STUDENT: [1, tile, tile],
+        contract.OUTPUT_SR: [3, s * tile, s * tile],
+    }
+    found = {v.name: v for v in (*inferred.graph.input, *inferred.graph.output)}
+    if set(found) != set(expected):
+        problems.append(f"inputs/outputs are {sorted(found)}, expected {sorted(expected)}")
+    for name, dims in expected.items():
+        if name not in found:
+            continue
+        value = found[name]
+        shape = _static_dims(value)
+        if shape[1:] != dims or isinstance(shape[0], int):
+            problems.append(f"{name} has shape {shape}, expected [{BATCH_AXIS}, {', '.join(map(str, dims))}]")
+        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            problems.append(f"{name} is not float32")
+
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    doubles = [v.name for v in values if v.type.tensor_type.elem_type == TensorProto.DOUBLE]
+    doubles += [i.name for i in model.graph.initializer if i.data_type == TensorProto.DOUBLE]
+    if doubles:
+        problems.append(f"float64 tensors (TensorRT has none): {doubles[:5]}")
+    ops = {node.op_type for node in model.graph.node if node.domain in ("", "ai.onnx")}
+    unknown = sorted(ops - TENSORRT_OPS) + sorted({n.domain for n in model.graph.node} - {"", "ai.onnx"})
+    if unknown:
+        problems.append(f"operators outside the TensorRT-checked set: {unknown}")
+    return problems
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    tile: int = contract.DEFAULT_TILE,
+    precision: str = "fp32",
+    simplify_graph: bool = False,
+    opset: int = OPSET,
+    name: str | None = None,
+) -> Path:
+    """Write the fused graph of a model directory to `out` (fp32 or fp16), metadata included; returns `out`."""
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"precision must be fp32 or fp16, got {precision!r}", exit_code=2)
+    if not OPSET <= opset <= MAX_TENSORRT_OPSET:
+        raise ExportError(f"opset must be in {OPSET}..{MAX_TENSORRT_OPSET}, got {opset}", exit_code=2)
+    model_dir = Path(model_dir)
+    bundle = load_model_dir(model_dir)
+    module = build_fused(bundle)
+    if tile <= 0 or tile % module.tile_multiple:
+        raise ExportError(
+            f"tile must be a positive multiple of {module.tile_multiple} for this model, got {tile}", exit_code=2
+        )
+    with torch.no_grad():
+        model = trace(module, tile, opset)
+    if simplify_graph:
+        model = simplify(model)
+    if precision == "fp16":
+        model = to_fp16(model)
+    metadata = model_metadata(model_dir, bundle.config, tile=tile, precision=precision, name=name)
+    return save(model, out, metadata, tile)
+
+
+def save(model: onnx.ModelProto, out: str | Path, metadata: Mapping[str, str], tile: int) -> Path:
+    """Attach metadata, refuse a graph that fails `check_graph`, write it."""
+    set_metadata(model, metadata)
+    model.doc_string = "rsd fused x4 upscaler: lq, noise_prior, noise_student -> sr (see rsd/contract.py)"
+    problems = check_graph(model, tile)
+    if problems:
+        raise ExportError("exported graph fails its checks: " + "; ".join(problems))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out

@@ -36,3 +36,7 @@ demo-data: $(STAMP)
 # The whole pipeline on the demo photos (resumable: run it again after any interruption).
 default-model: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/default_model.sh
+
+.PHONY: bench-serve
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve_bench.py

@@ -3,6 +3,7 @@ so `rsd serve` works on the torch-free serving install."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,91 @@ def train_distill(config: ConfigOption = None, overrides: Overrides = None) -> N
     from training.train_distill import DistillTrainConfig, DistillTrainer
 
     _fit(DistillTrainer, DistillTrainConfig, config, overrides)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides RSD_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides RSD_PORT.")] = None,
+) -> None:
+    """Serve the HTTP API on the model named by RSD_MODEL_PATH (default: the embedded model)."""
+    from service.cli import serve as run
+    from service.settings import Settings
+
+    run(Settings(**{k: v for k, v in {"host": host, "port": port}.items() if v is not None}))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, path relative to the folder it was found in) for every file argument and image in folders."""
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            found += [(p, p.relative_to(item)) for p in sorted(item.rglob("*"))
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
+        elif item.is_file():
+            found.append((item, Path(item.name)))
+        else:
+            typer.echo(f"skipping {item}: no such file or folder", err=True)
+    return found
+
+
+@app.command()
+def upscale(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("upscaled"),
+    model: Annotated[
+        Path | None, typer.Option(help="ONNX graph or TensorRT engine; default: embedded.")
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option(help="LR tile size; picks the model's graph of that size.")
+    ] = None,
+    seed: int = 0,
+    fmt: Annotated[str, typer.Option("--format", help="png, jpeg or webp.")] = "png",
+    quality: int | None = None,
+    outscale: Annotated[float, typer.Option(min=1.0, max=4.0)] = 4.0,
+) -> None:
+    """Upscale files with the same tiler and backends as the service; unreadable files are skipped."""
+    from service.backends import BackendError, load_backend
+    from service.errors import ServiceError
+    from service.offline import upscale_file
+    from service.settings import DEFAULT_MODEL_PATH, Settings
+
+    suffix = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}.get(fmt)
+    if suffix is None:
+        raise typer.BadParameter("--format must be png, jpeg or webp")
+    path = model or DEFAULT_MODEL_PATH
+    if tile is not None and path.suffix == ".onnx":
+        path = path if path.stem.endswith(f"-t{tile}") else path.with_name(f"{path.stem}-t{tile}.onnx")
+    backend_name = (
+        "torch" if path.is_dir() else "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
+    )
+    settings = Settings(model_path=path, backend=backend_name)
+    try:
+        backend = load_backend(settings)
+    except BackendError as exc:
+        typer.echo(f"rsd upscale: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if tile is not None and backend.info.tile_size != tile:
+        typer.echo(f"rsd upscale: {path} runs {backend.info.tile_size}px tiles, not {tile}", err=True)
+        raise typer.Exit(2)
+    files = _collect_inputs(inputs)
+    failed = 0
+    with typer.progressbar(files, label="upscaling", file=sys.stderr) as progress:
+        for src, rel in progress:
+            dst = (out / rel).with_suffix(suffix)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                upscale_file(src, dst, backend, seed=seed, outscale=outscale, quality=quality,
+                             overlap=settings.tile_overlap, max_batch=settings.max_batch_tiles)  # fmt: skip
+            except (ServiceError, OSError, ValueError) as exc:
+                failed += 1
+                typer.echo(f"\nskipping {src}: {exc}", err=True)
+    typer.echo(f"upscaled {len(files) - failed} of {len(files)} images into {out}")
+    if failed == len(files):
+        raise typer.Exit(1)
 
 
 @app.command("eval")

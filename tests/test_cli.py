@@ -1,0 +1,58 @@
+"""`rsd upscale` and `rsd serve` argument handling, on a real fixture graph."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from rsd.cli import app
+from tests.onnx_fixture import build_fixture_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "fixture.onnx"
+    build_fixture_model(path, tile=16)
+    return path
+
+
+def test_upscale_folders_recursively_and_skips_unreadable_files(tmp_path, model):
+    src = tmp_path / "in"
+    (src / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(src / "nested" / "a.png")
+    Image.fromarray(rng.integers(0, 255, (17, 9, 3), dtype=np.uint8)).save(src / "b.jpg")
+    (src / "broken.png").write_bytes(b"not a png")
+    result = runner.invoke(app, ["upscale", str(src), "--model", str(model), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "upscaled 2 of 3 images" in result.output
+    assert "skipping" in result.output and "broken.png" in result.output
+    assert Image.open(tmp_path / "out" / "nested" / "a.png").size == (120, 80)
+    assert Image.open(tmp_path / "out" / "b.png").size == (36, 68)
+
+
+def test_upscale_format_outscale_and_seed(tmp_path, model):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(src)
+    args = ["upscale", str(src), "--model", str(model), "--format", "webp", "--outscale", "2", "--seed", "3"]
+    first = runner.invoke(app, [*args, "-o", str(tmp_path / "o1")])
+    second = runner.invoke(app, [*args, "-o", str(tmp_path / "o2")])
+    assert first.exit_code == second.exit_code == 0
+    assert Image.open(tmp_path / "o1" / "a.webp").size == (32, 32)
+    assert (tmp_path / "o1" / "a.webp").read_bytes() == (tmp_path / "o2" / "a.webp").read_bytes()
+
+
+def test_upscale_rejects_a_tile_the_model_does_not_have(tmp_path, model):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src)
+    result = runner.invoke(app, ["upscale", str(src), "--model", str(model), "--tile", "128"])
+    assert result.exit_code == 2
+    assert "model not found" in result.output
+
+
+def test_upscale_without_a_model_file_exits_2_with_one_line(tmp_path):
+    result = runner.invoke(app, ["upscale", str(tmp_path), "--model", str(tmp_path / "missing.onnx")])
+    assert result.exit_code == 2
+    assert "model not found" in result.output

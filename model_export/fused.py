@@ -46,10 +46,12 @@ class FusedUpscaler(nn.Module):
         with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
             z0 = self.latent(lq, noise_prior, noise_student)  # (B,3,t,t)
         # Nearest code outside autocast: ||z||^2 + ||e||^2 - 2 z.e cancels badly in half precision.
-        z_q, _, _ = ae.quantize(z0.float())  # (B,3,t,t)
+        # (Casts only when needed: the tracer would record no-op casts into the fp32 graph.)
+        z_q, _, _ = ae.quantize(z0.float() if low else z0)  # (B,3,t,t)
         with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
             sr = ae.decode(z_q, force_not_quantize=True).clamp(-1, 1)  # (B,3,4t,4t)
-        return ((sr + 1) / 2).to(lq.dtype)
+        sr = (sr + 1) / 2
+        return sr.to(lq.dtype) if low else sr
 
 
 def build_fused(bundle: ModelBundle) -> FusedUpscaler:

@@ -40,3 +40,9 @@ default-model: $(STAMP)
 .PHONY: bench-serve
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve_bench.py
+
+.PHONY: demo-screenshots plots
+demo-screenshots: $(STAMP)
+	RSD_SCREENSHOT_DIR=docs $(BIN)/pytest -q tests/test_demo_browser.py
+plots: $(STAMP)
+	$(BIN)/python bench/plots.py --serve $(wildcard docs/bench/serve_*.json) --export docs/bench/export.json --quality docs/bench/eval.json --out docs

@@ -253,6 +253,7 @@ def main() -> None:
     report = {
         "model": str(args.model or f"fixture tile={args.tile} width={args.width} depth={args.depth}"),
         "threads": args.threads,
+        "clients": args.clients,
         "cpus": os.cpu_count(),
         "image": f"{args.image}x{args.image} -> {args.format} ({tiles_per_image} tiles of {tile})",
         "raw_tiles_per_s": {str(b): round(v[0], 1) for b, v in raw.items()},

@@ -37,21 +37,29 @@ class FusedUpscaler(nn.Module):
     def latent(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
         """z_0 (B,3,t,t): the pre-quantisation latent of the one student step."""
         student_noise = noise_student if self.pipeline.noise_channels else None
-        return self.pipeline.one_step_latent(lq * 2 - 1, noise_prior, student_noise)
+        with _autocast(lq):
+            return self.pipeline.one_step_latent(lq * 2 - 1, noise_prior, student_noise)
 
-    def forward(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
-        """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation."""
+    def decode(self, z0: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """z_0 (B,3,t,t) -> sr (B,3,4t,4t) in [0, 1]: quantise in fp32, decode in `dtype`."""
         ae = self.pipeline.autoencoder
-        low = lq.dtype in (torch.float16, torch.bfloat16)
-        with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
-            z0 = self.latent(lq, noise_prior, noise_student)  # (B,3,t,t)
+        low = dtype != torch.float32
         # Nearest code outside autocast: ||z||^2 + ||e||^2 - 2 z.e cancels badly in half precision.
         # (Casts only when needed: the tracer would record no-op casts into the fp32 graph.)
         z_q, _, _ = ae.quantize(z0.float() if low else z0)  # (B,3,t,t)
-        with torch.autocast(lq.device.type, dtype=lq.dtype, enabled=low):
+        with torch.autocast(z0.device.type, dtype=dtype, enabled=low):
             sr = ae.decode(z_q, force_not_quantize=True).clamp(-1, 1)  # (B,3,4t,4t)
         sr = (sr + 1) / 2
-        return sr.to(lq.dtype) if low else sr
+        return sr.to(dtype) if low else sr
+
+    def forward(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
+        """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation."""
+        return self.decode(self.latent(lq, noise_prior, noise_student), lq.dtype)
+
+
+def _autocast(x: torch.Tensor) -> torch.autocast:
+    """Autocast to x's dtype when it is a half type, off for fp32."""
+    return torch.autocast(x.device.type, dtype=x.dtype, enabled=x.dtype != torch.float32)
 
 
 def build_fused(bundle: ModelBundle) -> FusedUpscaler:

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import rsd
-from service import logs
+from service import demo, logs
 from service.api import router
 from service.backends import Backend, load_backend
 from service.batcher import Batcher
@@ -53,11 +53,13 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     )
     app.state.service = state
     app.include_router(router)
+    app.include_router(demo.router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_middleware(RequestContext, metrics=state.metrics)
     app.mount("/static/swagger", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
+    app.mount("/static/demo", StaticFiles(directory=demo.STATIC), name="demo")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

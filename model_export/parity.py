@@ -1,0 +1,166 @@
+"""ONNX Runtime vs PyTorch eager on the same tiles and the same noise.
+
+Besides `sr`, the compared graph exposes two internal tensors (`with_quantizer_outputs`): the latent z_0
+that enters the quantizer and the codebook indices its ArgMin picks. That separates the three things
+that can differ:
+
+  * the continuous path up to z_0 (`latent_max_abs`);
+  * the codebook search (`index_agreement` with torch's indices; `quantizer_agreement` with torch's
+    search run on the graph's own z_0, which isolates the search from the latent);
+  * the decoder (`sr_max_abs_same_indices`: the graph's sr against torch decoding the graph's indices).
+
+A latent that sits on a Voronoi boundary may quantise either way in two correct implementations and
+then moves nearby output pixels by about one code spacing, so `sr_max_abs` alone cannot tell a flipped
+near-tie from a broken graph; the three numbers above can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+from model_export.fused import FusedUpscaler
+from model_export.onnx_export import QUANTIZER_SCOPE, UNET_SCOPE
+from rsd import contract
+
+LATENT = "debug_latent"
+INDICES = "debug_indices"
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    tiles: int
+    sr_max_abs: float
+    sr_mean_abs: float
+    latent_max_abs: float
+    index_agreement: float
+    quantizer_agreement: float
+    sr_max_abs_same_indices: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.tiles} tiles: sr max|d| {self.sr_max_abs:.2e} (mean {self.sr_mean_abs:.2e}), "
+            f"latent max|d| {self.latent_max_abs:.2e}, indices equal {100 * self.index_agreement:.3f}% "
+            f"(codebook search on the graph's latent {100 * self.quantizer_agreement:.3f}%), "
+            f"sr max|d| with equal indices {self.sr_max_abs_same_indices:.2e}"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def with_quantizer_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the fused graph that also outputs z_0 (`debug_latent`) and the ArgMin indices."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    argmins = [n for n in model.graph.node if n.op_type == "ArgMin" and n.name.startswith(QUANTIZER_SCOPE)]
+    unet = [n for n in model.graph.node if n.name.startswith(UNET_SCOPE)]
+    if len(argmins) != 1 or not unet:
+        raise ValueError("graph has no single quantizer ArgMin or no UNet nodes; was it exported by rsd?")
+    latent = unet[-1].output[0]  # nodes are topologically sorted: the UNet's last node yields z_0
+    elem = next(
+        (v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info
+         if v.name == latent),
+        TensorProto.FLOAT,
+    )  # fmt: skip
+    model.graph.node.extend(
+        [
+            helper.make_node("Identity", [latent], [LATENT], name="debug/latent"),
+            helper.make_node("Identity", [argmins[0].output[0]], [INDICES], name="debug/indices"),
+        ]
+    )
+    model.graph.output.extend(
+        [
+            helper.make_tensor_value_info(LATENT, elem, None),
+            helper.make_tensor_value_info(INDICES, TensorProto.INT64, None),
+        ]
+    )
+    return model
+
+
+def make_noise(count: int, tile: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(noise_prior (N,3,t,t), noise_student (N,1,t,t)) float32 N(0,1), reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((count, 3, tile, tile), dtype=np.float32),
+        rng.standard_normal((count, 1, tile, tile), dtype=np.float32),
+    )
+
+
+def compare(
+    module: FusedUpscaler, model: onnx.ModelProto, lq: np.ndarray, *, seed: int = 0, batch: int = 4, threads: int = 0
+) -> ParityReport:
+    """Run `model` (ONNX Runtime, CPU) and `module` (torch eager, fp32) on lq (N,3,t,t) in [0, 1]."""
+    n, _, tile, _ = lq.shape
+    noise_prior, noise_student = make_noise(n, tile, seed)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        with_quantizer_outputs(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    ae = module.pipeline.autoencoder
+    diffs = {"sr": [], "latent": [], "same_indices": []}
+    index_equal = quantizer_equal = 0
+    for start in range(0, n, batch):
+        part = slice(start, start + batch)
+        feed = {
+            contract.INPUT_LQ: lq[part],
+            contract.INPUT_NOISE_PRIOR: noise_prior[part],
+            contract.INPUT_NOISE_STUDENT: noise_student[part],
+        }
+        sr_o, z_o, idx_o = session.run([contract.OUTPUT_SR, LATENT, INDICES], feed)
+        b = sr_o.shape[0]
+        idx_o = torch.from_numpy(idx_o.reshape(b, tile, tile))
+        z_o = torch.from_numpy(z_o.astype(np.float32))
+        with torch.no_grad():
+            z_t = module.latent(*(torch.from_numpy(a) for a in feed.values()))
+            sr_t = module.decode(z_t)  # module(...) == decode(latent(...))
+            idx_t = ae.codebook_indices(z_t)
+            z_q = ae.quantize.embedding(idx_o).permute(0, 3, 1, 2)  # (B,3,t,t) the codes the graph picked
+            sr_same = (ae.decode(z_q, force_not_quantize=True).clamp(-1, 1) + 1) / 2
+            index_equal += int((idx_o == idx_t).sum())
+            quantizer_equal += int((idx_o == ae.codebook_indices(z_o)).sum())
+        sr_o = torch.from_numpy(sr_o)
+        diffs["sr"].append((sr_o - sr_t).abs().flatten())
+        diffs["latent"].append((z_o - z_t).abs().flatten())
+        diffs["same_indices"].append((sr_o - sr_same).abs().flatten())
+    sr, latent, same = (torch.cat(diffs[k]) for k in ("sr", "latent", "same_indices"))
+    return ParityReport(
+        tiles=n,
+        sr_max_abs=float(sr.max()),
+        sr_mean_abs=float(sr.mean()),
+        latent_max_abs=float(latent.max()),
+        index_agreement=index_equal / (n * tile * tile),
+        quantizer_agreement=quantizer_equal / (n * tile * tile),
+        sr_max_abs_same_indices=float(same.max()),
+    )
+
+
+def photo_tiles(tile: int, per_photo: int = 2) -> np.ndarray:
+    """LR tiles (N,3,t,t) float32 in [0,1] from scikit-image's sample photos, bicubic-downscaled x4.
+
+    Real photo statistics (smooth areas, edges, texture) rather than noise; scikit-image is a dev
+    dependency, so this is for tests and benchmarks.
+    """
+    from PIL import Image
+    from skimage import data
+
+    tiles = []
+    for photo in (data.astronaut(), data.coffee(), data.chelsea()):
+        image = Image.fromarray(photo)
+        lr = np.asarray(
+            image.resize((image.width // contract.SCALE, image.height // contract.SCALE), Image.BICUBIC),
+            dtype=np.float32,
+        )  # (h, w, 3) in [0, 255]
+        h, w, _ = lr.shape
+        if h < tile or w < tile:
+            raise ValueError(f"tile {tile} is larger than a {w}x{h} LR photo")
+        for i in range(per_photo):  # tiles spread along the diagonal
+            y = (h - tile) * i // max(per_photo - 1, 1)
+            x = (w - tile) * i // max(per_photo - 1, 1)
+            tiles.append(lr[y : y + tile, x : x + tile].transpose(2, 0, 1) / 255.0)
+    return np.stack(tiles).astype(np.float32)

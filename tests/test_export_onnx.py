@@ -1,0 +1,226 @@
+"""Fused module and ONNX export on the tiny preset (random weights, tile 32, CPU): contract, metadata,
+TensorRT-friendliness checks, and ONNX Runtime vs PyTorch parity on real photo tiles (fp32 and fp16)."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import rsd
+from model_export import ExportError
+from model_export.fused import build_fused, load_fused_module
+from model_export.metadata import REQUIRED_KEYS, read_metadata
+from model_export.onnx_export import QUANTIZER_SCOPE, check_graph, export_onnx, save, to_fp16
+from model_export.parity import compare, make_noise, photo_tiles
+from model_export.synthetic import write_random_model_dir
+from rsd import contract
+from tests.onnx_fixture import build_fixture_model
+from training.checkpoint import load_model_dir
+
+TILE = 32  # the tiny preset's size multiple: the fastest export
+BATCH = 2  # torch batch everywhere: the trace runs at 2 too, so oneDNN sets up one set of shapes
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    return write_random_model_dir(tmp_path_factory.mktemp("export") / "tiny-run" / "model", "tiny-x4", seed=1)
+
+
+@pytest.fixture(scope="module")
+def fused(student_dir):
+    return build_fused(load_model_dir(student_dir))
+
+
+@pytest.fixture(scope="module")
+def fp32_path(student_dir, tmp_path_factory):
+    return export_onnx(student_dir, tmp_path_factory.mktemp("onnx") / "tiny.onnx", tile=TILE)
+
+
+@pytest.fixture(scope="module")
+def fp16_model(fp32_path, tmp_path_factory):
+    """The fp16 variant converted from the fp32 export (what export_onnx(precision="fp16") does, minus a
+    second trace), saved through the same checks."""
+    model = to_fp16(onnx.load(str(fp32_path)))
+    metadata = {**read_metadata(fp32_path), contract.META_PRECISION: "fp16"}
+    path = save(model, tmp_path_factory.mktemp("onnx16") / "tiny-fp16.onnx", metadata, TILE)
+    return onnx.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def lq_tiles():
+    return photo_tiles(TILE, per_photo=2)  # (6, 3, 32, 32) from astronaut, coffee, chelsea
+
+
+def test_fused_module_is_the_pipeline_upscale(fused):
+    """Same maths as SRPipeline.upscale (validation's path) when fed the noise upscale draws itself."""
+    lq = torch.rand(BATCH, 3, TILE, TILE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = fused.pipeline.upscale(lq, torch.Generator().manual_seed(7))
+        g = torch.Generator().manual_seed(7)
+        noise_prior = torch.randn(BATCH, 3, TILE, TILE, generator=g)
+        noise_student = torch.randn(BATCH, 1, TILE, TILE, generator=g)
+        sr = fused(lq, noise_prior, noise_student)
+    assert sr.shape == (BATCH, 3, 4 * TILE, 4 * TILE)
+    assert torch.equal(sr, expected)
+    assert 0 <= sr.min() and sr.max() <= 1
+
+
+def test_load_fused_module_metadata(student_dir):
+    module, metadata = load_fused_module(student_dir, dtype=torch.float16)
+    assert set(REQUIRED_KEYS) <= set(metadata)
+    assert metadata[contract.META_NAME] == "tiny-run"  # `<run>/model` is named after the run
+    assert metadata[contract.META_TILE] == str(contract.DEFAULT_TILE)
+    assert metadata[contract.META_PRECISION] == "fp16"
+    assert metadata[contract.META_VERSION] == rsd.__version__
+    assert metadata[contract.META_CONFIG_HASH] == hashlib.sha256((student_dir / "config.json").read_bytes()).hexdigest()
+    assert json.loads(metadata[contract.META_SCHEDULE])["steps"] == 15
+    assert json.loads(metadata[contract.META_TRAINING])["stage"] == "student"
+    assert module.pipeline.autoencoder.quantize.embedding.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="multiple of 32"):
+        load_fused_module(student_dir, tile=48)
+
+
+def test_half_inputs_run_under_autocast_close_to_fp32(fused):
+    lq = torch.rand(1, 3, TILE, TILE, generator=torch.Generator().manual_seed(3))
+    noise_prior, noise_student = (torch.from_numpy(a) for a in make_noise(1, TILE, seed=3))
+    with torch.no_grad():
+        full = fused(lq, noise_prior, noise_student)
+        half = fused(lq.bfloat16(), noise_prior.bfloat16(), noise_student.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - full).abs().mean() < 0.05
+
+
+def test_exported_graph_contract_and_metadata(fp32_path, student_dir):
+    model = onnx.load(str(fp32_path))
+    assert check_graph(model, TILE) == []
+    assert next(o.version for o in model.opset_import if o.domain == "") >= 17
+    metadata = read_metadata(fp32_path)
+    assert metadata[contract.META_TILE] == str(TILE) and metadata[contract.META_PRECISION] == "fp32"
+    assert metadata[contract.META_SCALE] == "4"
+    assert metadata[contract.META_CONFIG_HASH] == hashlib.sha256((student_dir / "config.json").read_bytes()).hexdigest()
+
+    session = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == metadata  # what the service reads
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert shapes == {
+        contract.INPUT_LQ: ["batch", 3, TILE, TILE],
+        contract.INPUT_NOISE_PRIOR: ["batch", 3, TILE, TILE],
+        contract.INPUT_NOISE_STUDENT: ["batch", 1, TILE, TILE],
+    }
+    for batch in (1, 3):  # dynamic batch, traced at 2
+        noise_prior, noise_student = make_noise(batch, TILE, seed=batch)
+        feed = {
+            contract.INPUT_LQ: np.full((batch, 3, TILE, TILE), 0.5, np.float32),
+            contract.INPUT_NOISE_PRIOR: noise_prior,
+            contract.INPUT_NOISE_STUDENT: noise_student,
+        }
+        (sr,) = session.run([contract.OUTPUT_SR], feed)
+        assert sr.shape == (batch, 3, 4 * TILE, 4 * TILE)
+        assert sr.min() >= 0 and sr.max() <= 1
+    (other,) = session.run([contract.OUTPUT_SR], {**feed, contract.INPUT_NOISE_STUDENT: -noise_student})
+    assert np.abs(other - sr).max() > 1e-3  # the student noise reaches the output
+
+
+def test_fp32_parity_with_pytorch_on_photo_tiles(fused, fp32_path, lq_tiles):
+    """Issue acceptance: max |sr difference| <= 1e-3 and >= 99.9% equal quantisation indices.
+
+    The 1e-3 bound is checked with the quantisation held equal (torch decodes the graph's indices): a
+    latent on a Voronoi boundary may flip between two correct fp32 implementations and then moves nearby
+    pixels by a code spacing (see model_export/parity.py); the raw max is bounded when nothing flipped.
+    """
+    report = compare(fused, onnx.load(str(fp32_path)), lq_tiles, seed=0, batch=BATCH)
+    print("fp32 parity:", report.summary())
+    assert report.index_agreement >= 0.999
+    assert report.quantizer_agreement >= 0.999
+    assert report.latent_max_abs <= 1e-3
+    assert report.sr_max_abs_same_indices <= 1e-3
+    assert report.sr_max_abs <= 1e-3 or report.index_agreement < 1
+    assert report.sr_mean_abs <= 1e-4
+
+
+def test_fp16_variant_keeps_fp32_io_and_codebook_search(fp16_model, fused, lq_tiles):
+    assert check_graph(fp16_model, TILE) == []
+    conv_weights = {
+        init.data_type
+        for node in fp16_model.graph.node
+        if node.op_type == "Conv"
+        for init in fp16_model.graph.initializer
+        if init.name == node.input[1]
+    }
+    assert conv_weights == {TensorProto.FLOAT16}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(fp16_model).graph.value_info
+    }
+    quantizer_matmul = next(
+        n for n in fp16_model.graph.node if n.op_type == "MatMul" and n.name.startswith(QUANTIZER_SCOPE)
+    )
+    assert types[quantizer_matmul.input[0]] == TensorProto.FLOAT  # distances in fp32
+
+    report = compare(fused, fp16_model, lq_tiles[::2], seed=0, batch=BATCH)  # fp16 on CPU is emulated: 3 tiles
+    print("fp16 parity:", report.summary())
+    # The codebook search is exact on the graph's own (fp16-computed) latent; the fp16 UNet itself moves
+    # latents by ~1e-2, which flips some indices of this dense random codebook (numbers in the report).
+    assert report.quantizer_agreement >= 0.999
+    assert report.index_agreement >= 0.95
+    assert report.sr_mean_abs <= 1e-2
+
+
+def test_teacher_graph_still_declares_student_noise(tmp_path):
+    teacher = write_random_model_dir(tmp_path / "teacher", "tiny-x4", student=False)
+    path = export_onnx(teacher, tmp_path / "teacher.onnx", tile=TILE, simplify_graph=True)
+    assert check_graph(onnx.load(str(path)), TILE) == []
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [
+        contract.INPUT_LQ,
+        contract.INPUT_NOISE_PRIOR,
+        contract.INPUT_NOISE_STUDENT,
+    ]
+    noise_prior, noise_student = make_noise(1, TILE, seed=0)
+    lq = np.full((1, 3, TILE, TILE), 0.25, np.float32)
+    outs = [
+        session.run(None, {"lq": lq, "noise_prior": noise_prior, "noise_student": s})[0]
+        for s in (noise_student, 2 * noise_student)
+    ]
+    np.testing.assert_array_equal(outs[0], outs[1])  # a teacher ignores it
+
+
+def test_export_rejects_bad_options_before_tracing(student_dir, tmp_path):
+    for kwargs, message in (
+        ({"tile": 48}, "multiple of 32"),
+        ({"precision": "int8"}, "fp32 or fp16"),
+        ({"opset": 16}, "opset"),
+    ):
+        with pytest.raises(ExportError, match=message) as err:
+            export_onnx(student_dir, tmp_path / "x.onnx", **kwargs)
+        assert err.value.exit_code == 2
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_check_graph_finds_what_tensorrt_or_the_service_would_reject(tmp_path):
+    good = onnx.load(str(build_fixture_model(tmp_path / "f.onnx", tile=16)))
+    assert check_graph(good, 16) == []
+    assert any("tile" in p or "shape" in p for p in check_graph(good, 32))
+
+    def variant(edit):
+        model = onnx.ModelProto.FromString(good.SerializeToString())
+        edit(model)
+        return check_graph(model, 16)
+
+    def add_double(model):
+        model.graph.initializer.append(helper.make_tensor("d", TensorProto.DOUBLE, [1], [1.0]))
+        model.graph.node.append(helper.make_node("Cast", ["d"], ["d32"], to=TensorProto.FLOAT))
+
+    def add_unknown_op(model):
+        model.graph.node.append(helper.make_node("Mod", ["lq", "lq"], ["m"], fmod=1))
+
+    def static_batch(model):
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+
+    assert any("float64" in p for p in variant(add_double))
+    assert any("Mod" in p for p in variant(add_unknown_op))
+    assert any("lq has shape" in p for p in variant(static_batch))

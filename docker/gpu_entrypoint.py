@@ -6,8 +6,8 @@ RSD_ENGINE_CACHE (a volume) and built there when missing, with the project's bui
 with RSD_MODEL_PATH pointing at the engine. An engine only runs on the GPU model and TensorRT version it
 was built with, and only for its profile's batch range, so all of those are in the cache key, with the
 ONNX file's sha256. Replicas sharing the volume build once: builds hold the cache's lock (they also share
-TensorRT's timing cache there) and rename finished files into place. Any other backend, or a model path that already names an engine,
-passes through unchanged.
+TensorRT's timing cache there) and rename finished files into place. Any other backend, or a model path
+that already names an engine, passes through unchanged.
 
     python docker/gpu_entrypoint.py rsd serve
 """

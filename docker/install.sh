@@ -3,7 +3,8 @@
 #
 #   docker/install.sh PREFIX cpu|gpu
 #
-#   cpu: .[serve,cpu]                            ONNX Runtime on the CPU, no torch
+#   cpu: .[serve,cpu]
+#        ONNX Runtime on the CPU, no torch
 #   gpu: .[serve,gpu] + tensorrt-cu13 + torch + onnx
 #        ONNX Runtime CUDA and TensorRT; the TensorRT backend keeps its device buffers in torch CUDA
 #        tensors, and the engine build at the first start (docker/gpu_entrypoint.py) reads the graph's

@@ -28,7 +28,9 @@ def export_onnx(
 
     if not (Path(model_dir) / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model directory (no config.json)", exit_code=2)
-    path = run(model_dir, out, tile=tile, precision=precision, simplify_graph=simplify, opset=opset, name=name)
+    path = run(
+        model_dir, out, tile=tile, precision=precision, simplify_graph=simplify, opset=opset, name=name
+    )
     meta = read_metadata(path)
     return [
         f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {meta[contract.META_NAME]} "
@@ -68,7 +70,9 @@ def export_trt(
     lines = [f"wrote {plan} ({plan.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(plan)}"]
     if result is not None:
         if not result["ok"]:
-            raise ExportError(f"engine {plan} differs from ONNX Runtime: {json.dumps(result, sort_keys=True)}")
+            raise ExportError(
+                f"engine {plan} differs from ONNX Runtime: {json.dumps(result, sort_keys=True)}"
+            )
         lines.append("verify: " + json.dumps(result, sort_keys=True))
     return lines
 

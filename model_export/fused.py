@@ -34,7 +34,9 @@ class FusedUpscaler(nn.Module):
     def tile_multiple(self) -> int:
         return lr_multiple(self.pipeline.unet)
 
-    def latent(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
+    def latent(
+        self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor
+    ) -> torch.Tensor:
         """z_0 (B,3,t,t): the pre-quantisation latent of the one student step."""
         student_noise = noise_student if self.pipeline.noise_channels else None
         with _autocast(lq):
@@ -52,7 +54,9 @@ class FusedUpscaler(nn.Module):
         sr = (sr + 1) / 2
         return sr.to(dtype) if low else sr
 
-    def forward(self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor
+    ) -> torch.Tensor:
         """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation."""
         return self.decode(self.latent(lq, noise_prior, noise_student), lq.dtype)
 

@@ -86,7 +86,9 @@ def _float64_to_float32(model: onnx.ModelProto) -> None:
 
     def narrow(tensor: onnx.TensorProto) -> None:
         if tensor.data_type == TensorProto.DOUBLE:
-            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+            tensor.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+            )
 
     for init in model.graph.initializer:
         narrow(init)
@@ -136,7 +138,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         or (node.op_type == "Cast" and helper.get_node_attr_value(node, "to") == TensorProto.FLOAT)
     ]
     if not any(name.startswith(QUANTIZER_SCOPE) for name in keep):
-        raise ExportError(f"no quantizer nodes ({QUANTIZER_SCOPE}*) found; cannot keep the codebook search fp32")
+        raise ExportError(
+            f"no quantizer nodes ({QUANTIZER_SCOPE}*) found; cannot keep the codebook search fp32"
+        )
     with warnings.catch_warnings():  # it warns for every weight below fp16's range that it rounds to 1e-7
         warnings.filterwarnings("ignore", message="the float32 number", module=r"onnxconverter_common")
         return float16.convert_float_to_float16(
@@ -210,7 +214,7 @@ def export_onnx(
     opset: int = OPSET,
     name: str | None = None,
 ) -> Path:
-    """Write the fused graph of a model directory to `out` (fp32 or fp16), metadata included; returns `out`."""
+    """Write the fused graph of a model directory to `out` (fp32 or fp16) with its metadata; returns `out`."""
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"precision must be fp32 or fp16, got {precision!r}", exit_code=2)
     if not OPSET <= opset <= MAX_TENSORRT_OPSET:
@@ -220,11 +224,14 @@ def export_onnx(
     module = build_fused(bundle)
     if tile <= 0 or tile % module.tile_multiple:
         raise ExportError(
-            f"tile must be a positive multiple of {module.tile_multiple} for this model, got {tile}", exit_code=2
+            f"tile must be a positive multiple of {module.tile_multiple} for this model, got {tile}",
+            exit_code=2,
         )
     with torch.no_grad():
         model = trace(module, tile, opset)
-    if precision == "fp16":  # before onnxsim: converting a simplified graph round-trips quantizer inputs via fp16
+    if (
+        precision == "fp16"
+    ):  # before onnxsim: converting a simplified graph round-trips quantizer inputs via fp16
         model = to_fp16(model)
     if simplify_graph:
         model = simplify(model)

@@ -92,7 +92,13 @@ def make_noise(count: int, tile: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def compare(
-    module: FusedUpscaler, model: onnx.ModelProto, lq: np.ndarray, *, seed: int = 0, batch: int = 4, threads: int = 0
+    module: FusedUpscaler,
+    model: onnx.ModelProto,
+    lq: np.ndarray,
+    *,
+    seed: int = 0,
+    batch: int = 4,
+    threads: int = 0,
 ) -> ParityReport:
     """Run `model` (ONNX Runtime, CPU) and `module` (torch eager, fp32) on lq (N,3,t,t) in [0, 1]."""
     n, _, tile, _ = lq.shape

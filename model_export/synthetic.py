@@ -15,7 +15,9 @@ from training.presets import load_preset
 
 
 @torch.no_grad()
-def write_random_model_dir(path: str | Path, preset: str = "tiny-x4", *, student: bool = True, seed: int = 0) -> Path:
+def write_random_model_dir(
+    path: str | Path, preset: str = "tiny-x4", *, student: bool = True, seed: int = 0
+) -> Path:
     """A model directory with seeded random weights.
 
     Tensors the constructors zero on purpose (ResBlock output convs, the student's noise slice, the
@@ -42,5 +44,9 @@ def write_random_model_dir(path: str | Path, preset: str = "tiny-x4", *, student
         autoencoder=autoencoder,
         autoencoder_kwargs=spec["autoencoder"],
         schedule=ScheduleConfig(**spec["diffusion"]),
-        meta={"stage": "student" if student else "teacher", "preset": preset, "weights": f"random seed {seed}"},
+        meta={
+            "stage": "student" if student else "teacher",
+            "preset": preset,
+            "weights": f"random seed {seed}",
+        },
     )

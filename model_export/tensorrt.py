@@ -38,7 +38,7 @@ class BatchProfile:
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ExportError(
-                f"batch profile needs 1 <= min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}",
+                f"batch profile needs 1 <= min <= opt <= max, got {self.min}, {self.opt}, {self.max}",
                 exit_code=2,
             )
 
@@ -133,7 +133,9 @@ def export_trt(
     if source.is_dir():
         from model_export.onnx_export import export_onnx
 
-        onnx_path = export_onnx(source, out.with_suffix(".onnx"), tile=tile, precision="fp16", simplify_graph=True)
+        onnx_path = export_onnx(
+            source, out.with_suffix(".onnx"), tile=tile, precision="fp16", simplify_graph=True
+        )
     elif source.suffix == ".onnx" and source.is_file():
         onnx_path = source
     else:
@@ -187,7 +189,9 @@ def verify_engine(plan: Path, onnx_path: Path, *, batch: int, tolerance: float, 
         rng.standard_normal((batch, 3, tile, tile), dtype=np.float32),
         rng.standard_normal((batch, 1, tile, tile), dtype=np.float32),
     )
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = [
+        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+    ]
     session = ort.InferenceSession(str(onnx_path), providers=providers)
     names = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
     feed = dict(zip(names, inputs, strict=True))

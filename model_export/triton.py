@@ -45,14 +45,24 @@ def config_pbtxt(
     s = contract.SCALE
     inputs = ",\n".join(
         _tensor(n, [c, tile, tile])
-        for n, c in ((contract.INPUT_LQ, 3), (contract.INPUT_NOISE_PRIOR, 3), (contract.INPUT_NOISE_STUDENT, 1))
+        for n, c in (
+            (contract.INPUT_LQ, 3),
+            (contract.INPUT_NOISE_PRIOR, 3),
+            (contract.INPUT_NOISE_STUDENT, 1),
+        )
     )
     warmup_inputs = "\n".join(
-        f'      inputs {{ key: "{n}" value: {{ data_type: TYPE_FP32 dims: [ {c}, {tile}, {tile} ] zero_data: true }} }}'
-        for n, c in ((contract.INPUT_LQ, 3), (contract.INPUT_NOISE_PRIOR, 3), (contract.INPUT_NOISE_STUDENT, 1))
+        f'    inputs {{ key: "{n}" value: {{ data_type: TYPE_FP32 dims: [ {c}, {tile}, {tile} ] '
+        "zero_data: true } }"
+        for n, c in (
+            (contract.INPUT_LQ, 3),
+            (contract.INPUT_NOISE_PRIOR, 3),
+            (contract.INPUT_NOISE_STUDENT, 1),
+        )
     )
     parameters = "\n".join(
-        f"parameters {{ key: {_string(k)} value: {{ string_value: {_string(v)} }} }}" for k, v in sorted(metadata.items())
+        f"parameters {{ key: {_string(k)} value: {{ string_value: {_string(v)} }} }}"
+        for k, v in sorted(metadata.items())
     )
     return f"""name: {_string(name)}
 platform: "{platform}"
@@ -88,7 +98,7 @@ def export_triton(
     instances: int = 1,
     kind: str = "gpu",
 ) -> Path:
-    """Copy an exported .onnx (or a .plan with its sidecar) into a new model repository; returns the model dir.
+    """Copy an exported .onnx (or a .plan and its sidecar) into a new model repository; returns its dir.
 
     For a .plan, max_batch must fit the engine's profile, and Triton must run on the GPU type and TensorRT
     version the sidecar names.
@@ -108,11 +118,15 @@ def export_triton(
             raise ExportError("a TensorRT engine runs on the GPU only (kind gpu)", exit_code=2)
         platform, filename = "tensorrt_plan", "model.plan"
         if not sidecar_path(source).is_file():
-            raise ExportError(f"{source} has no sidecar {sidecar_path(source).name}; rebuild it with rsd export trt")
+            raise ExportError(
+                f"{source} has no sidecar {sidecar_path(source).name}; rebuild it with rsd export trt"
+            )
         facts = json.loads(sidecar_path(source).read_text())
         engine_max = facts["tensorrt.profile"]["max"]
         if max_batch > engine_max:
-            raise ExportError(f"max_batch {max_batch} exceeds the engine profile's max batch {engine_max}", exit_code=2)
+            raise ExportError(
+                f"max_batch {max_batch} exceeds the engine profile's max batch {engine_max}", exit_code=2
+            )
         metadata = {k: v for k, v in facts.items() if isinstance(v, str)}
     else:
         raise ExportError(f"{source} is neither an .onnx nor a .plan file", exit_code=2)

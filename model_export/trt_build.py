@@ -42,7 +42,9 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
-        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors[0] if errors else 'no error reported'}")
+        raise ExportError(
+            f"TensorRT cannot parse {onnx_path}: {errors[0] if errors else 'no error reported'}"
+        )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)

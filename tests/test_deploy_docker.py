@@ -1,6 +1,7 @@
 """The Dockerfile, its context, the compose file, the pins and the GPU entrypoint, checked without a Docker
 engine: lint, structure, and agreement with the service's settings, port and shutdown timing."""
 
+import ast
 import importlib.util
 import json
 import re
@@ -178,6 +179,7 @@ def test_every_serving_requirement_is_pinned_within_its_range() -> None:
         *extras["gpu"],
         *[r for r in extras["train"] if r.startswith("torch")],  # the TensorRT backend's device buffers
         "tensorrt-cu13",
+        "onnx",
     ]
     pins = constraints()
     for text in wanted:
@@ -186,7 +188,7 @@ def test_every_serving_requirement_is_pinned_within_its_range() -> None:
         assert name in pins, f"{name} is not pinned in docker/constraints.txt"
         assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {text}"
     install = (REPO / "docker" / "install.sh").read_text()
-    assert "tensorrt-cu13 torch" in install
+    assert '"${project}[serve,gpu]" tensorrt-cu13 torch onnx)' in install
 
 
 # ---- compose ------------------------------------------------------------------------------------------
@@ -254,10 +256,14 @@ def test_engine_sidecar_carries_the_onnx_metadata(tmp_path: Path) -> None:
     """The JSON written beside an engine is what the TensorRT backend reads as the model's metadata."""
     entry = load_gpu_entrypoint()
     model = build_fixture_model(tmp_path / "m.onnx", tile=16)
-    sidecar = entry.onnx_metadata(model)
-    assert sidecar == {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    facts = entry.engine_sidecar(model, trt_version="10.16.1.11", gpu=("NVIDIA H100", "9.0"), max_batch=32)
+    metadata = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert {k: v for k, v in facts.items() if k.startswith("rsd.")} == metadata
+    assert facts["tensorrt.profile"] == {"min": 1, "opt": 32, "max": 32}
+    assert facts["tensorrt.compute_capability"] == "9.0"
+    assert facts["tensorrt.onnx_sha256"] == entry.file_sha256(model)
     info = ModelInfo.from_metadata(
-        json.loads(json.dumps(sidecar)),
+        json.loads(json.dumps(facts)),
         backend="tensorrt",
         default_name="m",
         tile_from_shape=16,
@@ -265,7 +271,29 @@ def test_engine_sidecar_carries_the_onnx_metadata(tmp_path: Path) -> None:
         max_batch=32,
     )
     assert (info.name, info.tile_size, info.scale) == ("fixture-x4", 16, 4)
-    assert len(entry.file_sha256(model)) == 64
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Top-level names a module imports when it is loaded (imports inside functions are lazy)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names - {"__future__"}
+
+
+def test_gpu_image_ships_what_the_entrypoint_imports() -> None:
+    """The entrypoint and the model_export modules it loads need only stdlib, the packages the gpu-build
+    stage copies, and what install.sh installs for gpu (the TensorRT build itself is imported lazily)."""
+    copied = {Path(src).name for sources, _ in dockerfile_stages()["gpu-build"].copies() for src in sources}
+    installed = {"numpy", "onnx", "pydantic", "pydantic_settings", "tensorrt", "torch", "onnxruntime"}
+    modules = [REPO / "docker" / "gpu_entrypoint.py"]
+    modules += [REPO / "model_export" / f"{m}.py" for m in ("__init__", "metadata", "tensorrt", "trt_build")]
+    for module in modules:
+        outside = module_level_imports(module) - set(sys.stdlib_module_names) - copied - installed
+        assert not outside, f"{module.relative_to(REPO)} imports {outside}, which the gpu image lacks"
 
 
 def run_entrypoint(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

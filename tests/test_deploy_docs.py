@@ -3,7 +3,15 @@
 import json
 import re
 
-from tests.deploy_support import REPO, exposed_metric_names, metric_families, queue_metric, unknown_settings
+from service.settings import Settings
+from tests.deploy_support import (
+    REPO,
+    exposed_metric_names,
+    load_gpu_entrypoint,
+    metric_families,
+    queue_metric,
+    unknown_settings,
+)
 
 DOCS = REPO / "docs" / "deployment.md"
 DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
@@ -28,6 +36,18 @@ def test_every_metric_in_the_docs_exists() -> None:
 def test_every_setting_in_the_docs_exists() -> None:
     named = set(re.findall(r"\bRSD_[A-Z_]+\b", DOCS.read_text()))
     assert not unknown_settings(dict.fromkeys(named, "")), unknown_settings(dict.fromkeys(named, ""))
+
+
+def test_settings_table_shows_the_real_defaults() -> None:
+    """Rows `| `RSD_X` | `default` | ... |` of the docs' settings table against service/settings.py."""
+    rows = re.findall(r"^\| `RSD_([A-Z_]+)` \| `([^`]+)`", DOCS.read_text(), flags=re.MULTILINE)
+    assert len(rows) >= 5
+    defaults = {f"RSD_{name.upper()}": field.default for name, field in Settings.model_fields.items()}
+    defaults[load_gpu_entrypoint().CACHE_ENV] = str(load_gpu_entrypoint().DEFAULT_CACHE)
+    for name, shown in rows:
+        default = defaults[f"RSD_{name}"]
+        numeric = shown.replace(".", "", 1).isdigit() and float(shown) == default
+        assert shown == str(default) or numeric, f"RSD_{name}: docs {shown}, code {default}"
 
 
 def test_dashboard_queries_use_real_metrics() -> None:

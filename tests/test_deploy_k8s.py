@@ -18,7 +18,7 @@ from tests.deploy_support import (
     unknown_settings,
     worst_shutdown_s,
 )
-from tests.kustomize_lite import build
+from tests.kustomize_lite import KustomizeError, build
 
 K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")
@@ -33,6 +33,15 @@ def render(overlay: str) -> dict[str, dict]:
     kinds = [r["kind"] for r in resources]
     assert len(kinds) == len(set(kinds)), kinds
     return {r["kind"]: r for r in resources}
+
+
+def kubectl_kustomize(folder: Path) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_name(resources: list[dict]) -> list[dict]:
+    return sorted(resources, key=lambda r: (r["kind"], r["metadata"]["name"]))
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -62,14 +71,53 @@ def test_every_overlay_renders_the_full_set(rendered: dict[str, dict]) -> None:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed: no cross-check")
 @pytest.mark.parametrize("folder", ["base", "overlays/cpu", "overlays/gpu"])
 def test_in_repo_renderer_matches_kubectl_kustomize(folder: str) -> None:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(K8S / folder)], capture_output=True, text=True, check=True
+    assert by_name(build(K8S / folder)) == by_name(kubectl_kustomize(K8S / folder))
+
+
+def test_renderer_subset_behaves_like_kustomize(tmp_path: Path) -> None:
+    """The renderer's rules on a small case: a patch's list items come first, in its order (what kubectl
+    kustomize does), generator merge + hash rename, images by digest, and unsupported fields refused."""
+    base, overlay = tmp_path / "base", tmp_path / "overlay"
+    base.mkdir()
+    overlay.mkdir()
+    pod = {"containers": [{"name": "c", "image": "app:1", "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}
+    pod["volumes"] = [{"name": v, "emptyDir": {}} for v in ("a", "b", "z")]
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}
+    deployment["spec"] = {"template": {"spec": pod}}
+    (base / "d.yaml").write_text(yaml.safe_dump(deployment))
+    generator = {"name": "cfg", "literals": ["A=1", "B=2"]}
+    (base / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["d.yaml"], "configMapGenerator": [generator]})
     )
-    theirs = sorted(
-        (d for d in yaml.safe_load_all(out.stdout) if d), key=lambda r: (r["kind"], r["metadata"]["name"])
-    )
-    ours = sorted(build(K8S / folder), key=lambda r: (r["kind"], r["metadata"]["name"]))
-    assert ours == theirs
+    volumes = [{"name": "c", "emptyDir": {}}, {"name": "b", "emptyDir": {"medium": "Memory"}}]
+    patch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}
+    patch["spec"] = {"template": {"spec": {"volumes": volumes}}}
+    (overlay / "p.yaml").write_text(yaml.safe_dump(patch))
+    kustomization = {
+        "resources": ["../base"],
+        "configMapGenerator": [{"name": "cfg", "behavior": "merge", "literals": ["B=3"]}],
+        "patches": [{"path": "p.yaml"}],
+        "images": [{"name": "app", "newName": "registry.example.com/app", "digest": "sha256:" + "0" * 64}],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+    rendered = {r["kind"]: r for r in build(overlay)}
+    config_map = rendered["ConfigMap"]
+    assert config_map["data"] == {"A": "1", "B": "3"}
+    assert config_map["metadata"]["name"].startswith("cfg-") and len(config_map["metadata"]["name"]) == 14
+    spec = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"]] == ["c", "b", "a", "z"]
+    assert spec["volumes"][1]["emptyDir"] == {"medium": "Memory"}
+    (c,) = spec["containers"]
+    assert c["image"] == "registry.example.com/app@sha256:" + "0" * 64
+    assert c["envFrom"] == [{"configMapRef": {"name": config_map["metadata"]["name"]}}]
+    if shutil.which("kubectl"):
+        assert by_name(build(overlay)) == by_name(kubectl_kustomize(overlay))
+
+    kustomization["namePrefix"] = "x-"
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    with pytest.raises(KustomizeError, match="namePrefix"):
+        build(overlay)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

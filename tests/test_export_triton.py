@@ -44,7 +44,8 @@ def test_onnx_repository_layout_and_config(tmp_path):
         assert f'{{ name: "{name}" data_type: TYPE_FP32 dims: [ {dims} ] }}' in config
     # metadata as parameters; the schedule JSON survives the text-format string escaping
     schedule = read_metadata(onnx_path)[contract.META_SCHEDULE]
-    assert f"parameters {{ key: {json.dumps(contract.META_SCHEDULE)} value: {{ string_value: {json.dumps(schedule)} }} }}" in config
+    key, value = json.dumps(contract.META_SCHEDULE), json.dumps(schedule)
+    assert f"parameters {{ key: {key} value: {{ string_value: {value} }} }}" in config
 
 
 def test_plan_repository_uses_sidecar_and_respects_the_profile(tmp_path):

@@ -65,7 +65,12 @@ def test_sidecar_carries_onnx_metadata_and_build_facts(tmp_path):
     info = ModelInfo.from_metadata(
         loaded, backend="tensorrt", default_name="x", tile_from_shape=16, precision="fp16", max_batch=16
     )
-    assert (info.name, info.tile_size, info.scale, info.schedule) == ("fixture-x4", 16, 4, {"kappa": 2.0, "steps": 1})
+    assert (info.name, info.tile_size, info.scale, info.schedule) == (
+        "fixture-x4",
+        16,
+        4,
+        {"kappa": 2.0, "steps": 1},
+    )
 
 
 def test_compare_outputs_reports_max_mean_and_share_over_tolerance():
@@ -86,7 +91,9 @@ def test_engine_builds_with_fp16_and_batch_profile_where_tensorrt_exists(tmp_pat
     from model_export.synthetic import write_random_model_dir
 
     model_dir = write_random_model_dir(tmp_path / "model", "tiny-x4")
-    lines = export_trt(model_dir, tmp_path / "model.plan", tile=32, min_batch=1, opt_batch=2, max_batch=4, verify=True)
+    lines = export_trt(
+        model_dir, tmp_path / "model.plan", tile=32, min_batch=1, opt_batch=2, max_batch=4, verify=True
+    )
     facts = json.loads((tmp_path / "model.json").read_text())
     assert facts["tensorrt.profile"] == {"min": 1, "opt": 2, "max": 4}
     assert facts[contract.META_PRECISION] == "fp16"

@@ -29,7 +29,7 @@ class ServiceState:
             settings=settings,
             metrics=Metrics(),
             cpu_pool=ThreadPoolExecutor(
-                os.cpu_count() or 2, thread_name_prefix="rsd-cpu", initializer=_yield_to_model
+                len(os.sched_getaffinity(0)) or 2, thread_name_prefix="rsd-cpu", initializer=_yield_to_model
             ),
             backend=backend,
             key_digests=[hashlib.sha256(k.get_secret_value().encode()).digest() for k in settings.api_keys],

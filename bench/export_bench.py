@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -144,7 +146,6 @@ def parity_section(args, work: Path) -> dict:
 def full_cpu_section(args, work: Path) -> dict:
     """Acceptance: the full-size architecture exports, passes the checker, runs in ORT on CPU at batch 1."""
     import onnx
-    import onnxruntime as ort
 
     model_dir = write_random_model_dir(work / "full-model", "resshift-x4")
     start = time.perf_counter()
@@ -179,8 +180,6 @@ def full_cpu_section(args, work: Path) -> dict:
 def gpu_section(args, work: Path) -> dict:
     """Full-size architecture on the GPU: PyTorch CUDA fp32/fp16, ORT CUDA, TensorRT fp16 where installed."""
     import importlib.util
-
-    import onnxruntime as ort
 
     tile = contract.DEFAULT_TILE
     model_dir = write_random_model_dir(work / "gpu-model", "resshift-x4")
@@ -241,7 +240,14 @@ def main() -> None:
 
     report = {
         "command": " ".join(sys.argv),
-        "host": {"machine": platform.machine(), "torch": torch.__version__, "threads": args.threads},
+        "host": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],  # neighbours on a shared machine slow both alike
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "threads": args.threads,
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -47,7 +47,7 @@ TENSORRT_OPS = frozenset(
         "Transpose", "Unsqueeze", "Where",
     }
 )  # fmt: skip
-FP32_OPS = ("InstanceNormalization", "Resize", "Range")
+FP32_OPS = ("InstanceNormalization",)  # Resize and Range are on the converter's own fp32 list
 
 
 def trace(module: FusedUpscaler, tile: int, opset: int = OPSET) -> onnx.ModelProto:

@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in next(iter(rows.values()))}
     print(f"{'photo':<28} {'bicubic':>8} {'AE':>8} {'AE no-q':>8}")
     for name, r in {**rows, "mean": mean}.items():
-        print(
-            f"{name[:28]:<28} {r['bicubic']:>8.2f} {r['autoencoder']:>8.2f} {r['autoencoder_not_quantized']:>8.2f}"
-        )
+        values = (r["bicubic"], r["autoencoder"], r["autoencoder_not_quantized"])
+        print(f"{name[:28]:<28} " + " ".join(f"{v:>8.2f}" for v in values))
     print(json.dumps({"mean_psnr_y": mean}))
     return 0
 

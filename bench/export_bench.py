@@ -1,14 +1,15 @@
 """Per-tile time and tiles/s of the fused upscaler: PyTorch eager vs the exported graph, same tiles, same run.
 
-    nice .venv/bin/python bench/export_bench.py                    # tiny preset, CPU, 2 threads
+    nice .venv/bin/python bench/export_bench.py                    # tiny preset, CPU, 1 and 2 threads
     nice .venv/bin/python bench/export_bench.py --parity           # + ORT vs torch parity, fp32 and fp16
     nice .venv/bin/python bench/export_bench.py --full-cpu         # + full-size export, checker, ORT batch 1
     .venv/bin/python bench/export_bench.py --json bench-export.json
 
 1. CPU (always): a random-weight model of `--preset` (default tiny-x4), exported at `--tile`; PyTorch
    eager fp32 and ONNX Runtime fp32 (through the service's OnnxRuntimeBackend, i.e. its session
-   options) at each batch size, measurements interleaved so that a busy neighbour slows both alike.
-   The acceptance figure is ONNX Runtime's best-batch tiles/s over PyTorch's best-batch tiles/s.
+   options) at each batch size and thread count, measurements interleaved so that a busy neighbour
+   slows all alike. The acceptance figure is ONNX Runtime's best tiles/s over PyTorch's best tiles/s
+   (best over batch sizes and thread counts of each).
 2. GPU (when CUDA is available): the full-size architecture (resshift-x4, random weights: speed does
    not depend on them) with PyTorch CUDA fp32 and fp16 (autocast), ONNX Runtime CUDA fp32/fp16 when
    onnxruntime-gpu is installed, and a TensorRT fp16 engine when TensorRT is installed.
@@ -66,19 +67,22 @@ def interleaved(runners: dict[str, Callable[[], object]], batch: int, repeats: i
 
 def row_line(device: str, name: str, row: dict) -> str:
     return (
-        f"  {device}  {name:22s} batch {row['batch']:3d}: {row['ms_per_tile']:8.2f} ms/tile, "
+        f"  {device}  {name:24s} batch {row['batch']:3d}: {row['ms_per_tile']:8.2f} ms/tile, "
         f"{row['tiles_per_s']:.2f} tiles/s"
     )
 
 
 def best(rows: list[dict], backend: str) -> dict:
+    """The fastest row of a backend over every batch size and thread count."""
     return max((r for r in rows if r["backend"] == backend), key=lambda r: r["tiles_per_s"])
 
 
-def torch_runner(module, arrays, device: str, dtype: torch.dtype) -> Callable[[], object]:
+def torch_runner(module, arrays, device: str, dtype: torch.dtype, threads: int = 0) -> Callable[[], object]:
     tensors = [torch.from_numpy(a).to(device, dtype) for a in arrays]
 
     def run():
+        if threads:
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             out = module(*tensors)
         if device == "cuda":
@@ -89,7 +93,8 @@ def torch_runner(module, arrays, device: str, dtype: torch.dtype) -> Callable[[]
 
 
 def cpu_section(args, work: Path) -> dict:
-    torch.set_num_threads(args.threads)
+    """Each backend at each thread count in `--threads`: on a shared machine one thread can beat two, where
+    every parallel op waits for its second thread, so the comparison takes the best of each."""
     model_dir = args.model_dir or write_random_model_dir(work / "cpu-model", args.preset)
     module = build_fused(load_model_dir(model_dir))
     start = time.perf_counter()
@@ -98,23 +103,27 @@ def cpu_section(args, work: Path) -> dict:
 
     from service.backends.onnxruntime import OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(onnx_path, threads=args.threads)
+    sessions = {threads: OnnxRuntimeBackend(onnx_path, threads=threads) for threads in args.threads}
     rows = []
     for batch in args.batches:
         arrays = inputs(batch, args.tile)
-        runners = {
-            "pytorch-eager-fp32": torch_runner(module, arrays, "cpu", torch.float32),
-            "onnxruntime-fp32": lambda arrays=arrays: backend.run(*arrays),
-        }
+        runners = {}
+        for threads, session in sessions.items():
+            runners[f"pytorch-eager-fp32/{threads}t"] = torch_runner(
+                module, arrays, "cpu", torch.float32, threads
+            )
+            runners[f"onnxruntime-fp32/{threads}t"] = lambda s=session, a=arrays: s.run(*a)
         for name, row in interleaved(runners, batch, args.repeats).items():
-            rows.append({"backend": name, **row})
+            backend, threads = name.split("/")
+            rows.append({"backend": backend, "threads": int(threads.removesuffix("t")), **row})
             print(row_line("cpu", name, row))
     torch_best, ort_best = best(rows, "pytorch-eager-fp32"), best(rows, "onnxruntime-fp32")
     speedup = ort_best["tiles_per_s"] / torch_best["tiles_per_s"]
-    print(
-        f"  best batch: pytorch {torch_best['batch']} ({torch_best['tiles_per_s']:.2f} tiles/s), onnxruntime "
-        f"{ort_best['batch']} ({ort_best['tiles_per_s']:.2f} tiles/s): onnxruntime/pytorch = {speedup:.2f}x"
-    )
+    for name, row in (("pytorch", torch_best), ("onnxruntime", ort_best)):
+        print(
+            f"  best {name}: batch {row['batch']}, {row['threads']} threads, {row['tiles_per_s']:.2f} tiles/s"
+        )
+    print(f"  onnxruntime / pytorch = {speedup:.2f}x")
     return {
         "preset": args.preset if args.model_dir is None else str(args.model_dir),
         "tile": args.tile,
@@ -137,7 +146,7 @@ def parity_section(args, work: Path) -> dict:
         path = export_onnx(model_dir, work / f"parity-{precision}.onnx", tile=args.tile, precision=precision)
         import onnx
 
-        report = compare(module, onnx.load(str(path)), lq, seed=0, batch=2, threads=args.threads)
+        report = compare(module, onnx.load(str(path)), lq, seed=0, batch=2, threads=max(args.threads))
         print(f"  parity {precision}: {report.summary()}")
         out[precision] = report.as_dict()
     return out
@@ -153,7 +162,7 @@ def full_cpu_section(args, work: Path) -> dict:
     export_s = time.perf_counter() - start
     problems = check_graph(onnx.load(str(path)), contract.DEFAULT_TILE)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
+    options.intra_op_num_threads = max(args.threads)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = dict(
         zip(
@@ -228,7 +237,7 @@ def main() -> None:
         "--model-dir", type=Path, default=None, help="a trained model directory instead of random weights"
     )
     parser.add_argument("--tile", type=int, default=contract.DEFAULT_TILE)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU thread counts to try")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--gpu-batches", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=5)
@@ -251,7 +260,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print(f"CPU, {args.threads} threads, preset {args.preset}, tile {args.tile}:")
+        print(f"CPU, threads {args.threads}, preset {args.preset}, tile {args.tile}:")
         report["cpu"] = cpu_section(args, work)
         if args.parity:
             report["parity"] = parity_section(args, work)

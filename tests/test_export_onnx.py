@@ -26,6 +26,16 @@ TILE = 32  # the tiny preset's size multiple: the fastest export
 BATCH = 2  # torch batch everywhere: the trace runs at 2 too, so oneDNN sets up one set of shapes
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """On a shared 2-core machine every multi-threaded torch op waits ~30 ms for its second thread;
+    one thread makes this module several times faster (ONNX Runtime keeps its own thread pool)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory):
     return write_random_model_dir(tmp_path_factory.mktemp("export") / "tiny-run" / "model", "tiny-x4", seed=1)

@@ -46,3 +46,12 @@ demo-screenshots: $(STAMP)
 	RSD_SCREENSHOT_DIR=docs $(BIN)/pytest -q tests/test_demo_browser.py
 plots: $(STAMP)
 	$(BIN)/python bench/plots.py --serve $(wildcard docs/bench/serve_*.json) --export docs/bench/export.json --quality docs/bench/eval.json --out docs
+
+MODEL ?= models/default/student
+TILE ?= 64
+.PHONY: export-onnx export-trt
+export-onnx: $(STAMP)
+	$(BIN)/rsd export onnx $(MODEL) --out build/export/rsd-x4-t$(TILE).onnx --tile $(TILE)
+	$(BIN)/rsd export onnx $(MODEL) --out build/export/rsd-x4-t$(TILE)-fp16.onnx --tile $(TILE) --precision fp16
+export-trt: $(STAMP)
+	$(BIN)/rsd export trt $(MODEL) --out build/export/rsd-x4-t$(TILE)-fp16.plan --tile $(TILE) --min-batch 1 --opt-batch 8 --max-batch 16 --verify

@@ -269,8 +269,22 @@ def main() -> None:
         if torch.cuda.is_available():
             print("GPU, full-size architecture:")
             report["gpu"] = gpu_section(args, work)
+    report["results"] = flat_results(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def flat_results(report: dict) -> list[dict]:
+    """Every row as {"backend", "batch", "tiles_per_s"}, the backend labelled with its device and threads
+    (the input of bench/plots.py --export)."""
+    results = []
+    for row in report["cpu"]["rows"]:
+        label = f"{row['backend']}, CPU {row['threads']} threads, {report['cpu']['preset']}"
+        results.append({"backend": label, "batch": row["batch"], "tiles_per_s": row["tiles_per_s"]})
+    for row in report.get("gpu", {}).get("rows", []):
+        label = f"{row['backend']}, {report['gpu']['device']}, resshift-x4"
+        results.append({"backend": label, "batch": row["batch"], "tiles_per_s": row["tiles_per_s"]})
+    return results
 
 
 if __name__ == "__main__":

@@ -229,9 +229,8 @@ def export_onnx(
         )
     with torch.no_grad():
         model = trace(module, tile, opset)
-    if (
-        precision == "fp16"
-    ):  # before onnxsim: converting a simplified graph round-trips quantizer inputs via fp16
+    # fp16 before onnxsim: the converter round-trips the quantizer's inputs of a simplified graph via fp16.
+    if precision == "fp16":
         model = to_fp16(model)
     if simplify_graph:
         model = simplify(model)

@@ -14,8 +14,12 @@ train_app = typer.Typer(
     help="Train the autoencoder, the ResShift teacher or the RSD student.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Validation sets and pretrained metric weights.", no_args_is_help=True)
+export_app = typer.Typer(
+    help="Export the fused upscaler: ONNX, TensorRT engine, Triton repository.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
+app.add_typer(export_app, name="export")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.", exists=True)]
 Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. run.steps=100")]
@@ -204,6 +208,73 @@ def prepare_weights() -> None:
 
     for path in prepare_all():
         typer.echo(str(path))
+
+
+def _export(fn, **kwargs) -> None:
+    from model_export import ExportError
+
+    try:
+        lines = fn(**kwargs)
+    except ExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@export_app.command("onnx")
+def export_onnx(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + safetensors).")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("build/export/rsd-x4.onnx"),
+    tile: int = 64,
+    precision: Annotated[str, typer.Option(help="fp32 or fp16")] = "fp32",
+    simplify: bool = False,
+    opset: int = 17,
+    name: str | None = None,
+) -> None:
+    """Fused graph (bicubic x4, encoder, one student step, quantise, decoder): fixed tile, dynamic batch."""
+    from model_export import cli
+
+    _export(cli.export_onnx, model_dir=model_dir, out=out, tile=tile, precision=precision, simplify=simplify,
+            opset=opset, name=name)  # fmt: skip
+
+
+@export_app.command("trt")
+def export_trt(
+    source: Annotated[Path, typer.Argument(help="Model directory or .onnx file.")],
+    out: Annotated[Path, typer.Option("--out", "-o")] = Path("build/export/rsd-x4-fp16.plan"),
+    tile: int = 64,
+    min_batch: int = 1,
+    opt_batch: int = 8,
+    max_batch: int = 16,
+    workspace_gib: float = 4.0,
+    timing_cache: Path | None = None,
+    verify: bool = False,
+    tolerance: float = 1e-2,
+) -> None:
+    """TensorRT engine (fp16, batch profile) + JSON sidecar; exit code 2 without TensorRT or a GPU."""
+    from model_export import cli
+
+    _export(cli.export_trt, source=source, out=out, tile=tile, min_batch=min_batch, opt_batch=opt_batch,
+            max_batch=max_batch, workspace_gib=workspace_gib, timing_cache=timing_cache, verify=verify,
+            tolerance=tolerance)  # fmt: skip
+
+
+@export_app.command("triton")
+def export_triton(
+    source: Annotated[Path, typer.Argument(help=".onnx file or .plan (with its .json sidecar).")],
+    repo: Annotated[Path, typer.Option("--repo")] = Path("build/triton"),
+    name: str = "rsd_x4",
+    max_batch: int = 16,
+    max_queue_delay_us: int = 2000,
+    instances: int = 1,
+    kind: Annotated[str, typer.Option(help="gpu or cpu")] = "gpu",
+) -> None:
+    """Triton model repository (config.pbtxt with dynamic batching over tiles)."""
+    from model_export import cli
+
+    _export(cli.export_triton, source=source, repo=repo, name=name, max_batch=max_batch,
+            max_queue_delay_us=max_queue_delay_us, instances=instances, kind=kind)  # fmt: skip
 
 
 if __name__ == "__main__":

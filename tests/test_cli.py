@@ -56,3 +56,10 @@ def test_upscale_without_a_model_file_exits_2_with_one_line(tmp_path):
     result = runner.invoke(app, ["upscale", str(tmp_path), "--model", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 2
     assert "model not found" in result.output
+
+
+def test_export_trt_without_tensorrt_or_gpu_exits_2_with_one_line(tmp_path):
+    result = runner.invoke(app, ["export", "trt", str(tmp_path / "model"), "--out", str(tmp_path / "e.plan")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot build a TensorRT engine here")

@@ -16,7 +16,7 @@ from torch import nn
 
 from training.checkpoint import save_model_dir
 from training.data.degradations import bicubic_degradation
-from training.data.loader import DataConfig, step_batches
+from training.data.loader import DataConfig
 from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
@@ -90,22 +90,6 @@ class AutoencoderTrainer(Trainer):
             self.modules["discriminator"] = self.wrap_ddp(disc)
             self.add_optimizer("discriminator", disc.parameters(), cfg.optim)
         self.code_usage = torch.zeros(ae.quantize.n_e, device=self.device)
-        self._batches = None
-
-    def _next_batch(self, step: int) -> torch.Tensor:
-        if self._batches is None:
-            data = self.cfg.data
-            self._batches = step_batches(
-                data.train_dir,
-                batch_size=data.batch_size,
-                crop_sizes=data.crop_sizes,
-                seed=self.run.seed,
-                start=step,
-                end=self.run.steps,
-                rank=self.rank,
-                num_workers=data.num_workers,
-            )
-        return next(self._batches).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def _seed_codes(self, latents: torch.Tensor, which: torch.Tensor, generator: torch.Generator) -> None:
@@ -119,7 +103,7 @@ class AutoencoderTrainer(Trainer):
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
         cfg, loss_cfg = self.cfg, self.cfg.loss
-        hr = self._next_batch(step) * 2 - 1  # (B,3,S,S) in [-1,1]
+        hr = self.next_hr_batch(self.cfg.data, step, self.run.steps) * 2 - 1  # (B,3,S,S) in [-1,1]
         ae = self.modules["autoencoder"]
         if step == 0 and loss_cfg.codebook_init_from_data:
             with torch.no_grad():

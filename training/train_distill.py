@@ -20,7 +20,7 @@ from torch import nn
 
 from training.checkpoint import load_model_dir, save_model_dir
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
-from training.data.loader import DataConfig, step_batches
+from training.data.loader import DataConfig
 from training.data.valset import load_val_set
 from training.distill import (
     evenly_spaced_timesteps,
@@ -34,7 +34,7 @@ from training.models import build_student
 from training.models.discriminator import BottleneckHead
 from training.pipeline import SRPipeline
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.validation import Scorer, bicubic_up, save_grid
+from training.validation import score_pipeline
 
 
 @dataclass
@@ -113,25 +113,8 @@ class DistillTrainer(Trainer):
             **self.teacher_config["components"]["unet"]["kwargs"],
             "noise_channels": cfg.noise_channels,
         }
-        self._batches = None
 
     # -- data ------------------------------------------------------------------------------------
-    def _next_hr(self, index: int) -> torch.Tensor:
-        if self._batches is None:
-            data = self.cfg.data
-            per_step = self.cfg.fake_updates + 1
-            self._batches = step_batches(
-                data.train_dir,
-                batch_size=data.batch_size,
-                crop_sizes=data.crop_sizes,
-                seed=self.run.seed,
-                start=index,
-                end=self.run.steps * per_step,
-                rank=self.rank,
-                num_workers=data.num_workers,
-            )
-        return next(self._batches).to(self.device, non_blocking=True)
-
     def _randn(
         self, like: torch.Tensor, generator: torch.Generator, channels: int | None = None
     ) -> torch.Tensor:
@@ -140,7 +123,7 @@ class DistillTrainer(Trainer):
 
     @torch.no_grad()
     def sample_everything(self, batch_index: int, generator: torch.Generator) -> Sample:
-        hr = self._next_hr(batch_index)
+        hr = self.next_hr_batch(self.cfg.data, batch_index, self.run.steps * (self.cfg.fake_updates + 1))
         lr = make_lr(hr, self.cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
         z0 = self.autoencoder.encode(hr)
@@ -259,20 +242,8 @@ class DistillTrainer(Trainer):
         """EMA student, one step, on the fixed validation set vs bicubic."""
         pipe = self.pipe(self.ema.module).eval()
         pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
-        ours, bicubic = Scorer(self.device), Scorer(self.device)
-        grid = []
-        for index, pair in enumerate(pairs):
-            generator = torch.Generator(self.device).manual_seed(index)
-            sr = pipe.upscale(pair.lr[None].to(self.device), generator, steps="one")[0]
-            bic = bicubic_up(pair.lr)
-            ours.add(sr, pair.hr)
-            bicubic.add(bic, pair.hr)
-            if len(grid) < 4:
-                grid.append([bic, sr.cpu(), pair.hr])
-        save_grid(self.out_dir / "samples" / f"step_{step:08d}.png", grid)
-        metrics = {f"student_{k}": v for k, v in ours.mean().items()}
-        metrics.update({f"bicubic_{k}": v for k, v in bicubic.mean().items()})
-        metrics["psnr_gain_db"] = metrics["student_psnr_y"] - metrics["bicubic_psnr_y"]
+        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
+        metrics = score_pipeline(pipe, pairs, self.device, "one", "student", grid_path)
         self.export()
         return metrics
 

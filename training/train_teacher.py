@@ -18,7 +18,7 @@ from training.checkpoint import (
     save_model_dir,
 )
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
-from training.data.loader import DataConfig, step_batches
+from training.data.loader import DataConfig
 from training.data.valset import load_val_set
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.metrics import LPIPS
@@ -26,7 +26,7 @@ from training.models import build_unet
 from training.pipeline import SRPipeline
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.validation import Scorer, bicubic_up, save_grid
+from training.validation import score_pipeline
 
 
 @dataclass
@@ -79,29 +79,13 @@ class TeacherTrainer(Trainer):
         self.tracked_ema("unet")
         self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
         self.lpips = LPIPS(cfg.loss.lpips_net).to(self.device) if cfg.loss.lpips > 0 else None
-        self._batches = None
-
-    def _next_batch(self, step: int) -> torch.Tensor:
-        if self._batches is None:
-            data = self.cfg.data
-            self._batches = step_batches(
-                data.train_dir,
-                batch_size=data.batch_size,
-                crop_sizes=data.crop_sizes,
-                seed=self.run.seed,
-                start=step,
-                end=self.run.steps,
-                rank=self.rank,
-                num_workers=data.num_workers,
-            )
-        return next(self._batches).to(self.device, non_blocking=True)
 
     def denoise(self, x, t, lq):
         return self.ddp_unet(x, t, lq=lq)
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
-        hr = self._next_batch(step)
+        hr = self.next_hr_batch(cfg.data, step, self.run.steps)
         lr = make_lr(hr, cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
         pipe = SRPipeline(self.modules["unet"], self.autoencoder, self.schedule)
@@ -132,20 +116,8 @@ class TeacherTrainer(Trainer):
         """EMA teacher on the fixed validation set (T-step sampling by default) vs bicubic."""
         pipe = SRPipeline(self.ema.module, self.autoencoder, self.schedule).eval()
         pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
-        ours, bicubic = Scorer(self.device), Scorer(self.device)
-        grid = []
-        for index, pair in enumerate(pairs):
-            generator = torch.Generator(self.device).manual_seed(index)
-            sr = pipe.upscale(pair.lr[None].to(self.device), generator, steps=self.cfg.val_steps)[0]
-            bic = bicubic_up(pair.lr)
-            ours.add(sr, pair.hr)
-            bicubic.add(bic, pair.hr)
-            if len(grid) < 4:
-                grid.append([bic, sr.cpu(), pair.hr])
-        save_grid(self.out_dir / "samples" / f"step_{step:08d}.png", grid)
-        metrics = {f"teacher_{k}": v for k, v in ours.mean().items()}
-        metrics.update({f"bicubic_{k}": v for k, v in bicubic.mean().items()})
-        metrics["psnr_gain_db"] = metrics["teacher_psnr_y"] - metrics["bicubic_psnr_y"]
+        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
+        metrics = score_pipeline(pipe, pairs, self.device, self.cfg.val_steps, "teacher", grid_path)
         self.export()
         return metrics
 

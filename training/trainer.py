@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from training.config import config_hash, to_dict
+from training.data.loader import DataConfig, step_batches
 
 LATEST_FILE = "latest.txt"
 
@@ -138,6 +139,7 @@ class Trainer:
         self._stop_requested = False
         self.modules, self.optimizers, self.schedulers = {}, {}, {}
         self.ema, self.ema_of = None, None
+        self._hr_batches = None
         self.build()
         self._writer = None
 
@@ -183,6 +185,22 @@ class Trainer:
         opt.step()
         self.schedulers[name].step()
         return float(norm)
+
+    def next_hr_batch(self, data: DataConfig, index: int, end: int) -> torch.Tensor:
+        """HR batch number `index` (B, 3, S, S) in [0, 1] on the device; the iterator starts where a resumed
+        run stands, so batch `index` is the same whether or not the run was interrupted."""
+        if self._hr_batches is None:
+            self._hr_batches = step_batches(
+                data.train_dir,
+                batch_size=data.batch_size,
+                crop_sizes=data.crop_sizes,
+                seed=self.run.seed,
+                start=index,
+                end=end,
+                rank=self.rank,
+                num_workers=data.num_workers,
+            )
+        return next(self._hr_batches).to(self.device, non_blocking=True)
 
     def broadcast_(self, tensor: torch.Tensor) -> None:
         """Copy rank 0's value of a tensor changed outside the optimiser (re-seeded codes) to all ranks."""

@@ -44,3 +44,25 @@ def save_grid(path: Path, rows: list[list[torch.Tensor]]) -> None:
     grid = torch.cat(strips, dim=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+
+
+@torch.no_grad()
+def score_pipeline(
+    pipe, pairs, device: torch.device, steps: str, label: str, grid_path: Path
+) -> dict[str, float]:
+    """Upscale every validation pair with `pipe` (seeded per image) and score it next to bicubic."""
+    ours, bicubic = Scorer(device), Scorer(device)
+    grid = []
+    for index, pair in enumerate(pairs):
+        generator = torch.Generator(device).manual_seed(index)
+        sr = pipe.upscale(pair.lr[None].to(device), generator, steps=steps)[0]
+        bic = bicubic_up(pair.lr)
+        ours.add(sr, pair.hr)
+        bicubic.add(bic, pair.hr)
+        if len(grid) < 4:
+            grid.append([bic, sr.cpu(), pair.hr])
+    save_grid(grid_path, grid)
+    metrics = {f"{label}_{k}": v for k, v in ours.mean().items()}
+    metrics.update({f"bicubic_{k}": v for k, v in bicubic.mean().items()})
+    metrics["psnr_gain_db"] = metrics[f"{label}_psnr_y"] - metrics["bicubic_psnr_y"]
+    return metrics

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +322,8 @@ class Trainer:
             self._say(f"resumed from {resume} at step {self.step}")
         if self.is_main:
             (self.out_dir / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2, default=str))
-        previous = self._install_signal_handlers() if threading_is_main() else {}
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = self._install_signal_handlers() if in_main_thread else {}
         metrics: dict = {}
         progress = self._progress()
         cpu_start, wall_start = time.process_time(), time.perf_counter()
@@ -382,9 +384,3 @@ class Trainer:
     def _say(self, message: str) -> None:
         if self.is_main:
             print(message, file=sys.stderr, flush=True)
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -66,9 +66,9 @@ def raw_throughput(backend: OnnxRuntimeBackend, batch: int, seconds: float) -> t
     return tiles / (time.perf_counter() - start), 1000 * (process_cpu_s(os.getpid()) - cpu) / tiles
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:  # null in the JSON (NaN is not JSON)
+        return {"p50": None, "p95": None, "p99": None}
     p50, p95, p99 = (float(p) for p in np.percentile(np.array(values) * 1000, [50, 95, 99]))
     return {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)}
 

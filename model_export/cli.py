@@ -52,10 +52,10 @@ def export_trt(
     tolerance: float = 1e-2,
 ) -> list[str]:
     from model_export.tensorrt import BatchProfile, require_tensorrt, sidecar_path
+    from model_export.tensorrt import export_trt as run
 
     require_tensorrt()  # before anything slow: exit code 2 with one line where TensorRT or the GPU is missing
     profile = BatchProfile(min_batch, opt_batch, max_batch)
-    from model_export.tensorrt import export_trt as run
 
     plan, result = run(
         source,

@@ -21,6 +21,12 @@ def lr_multiple(unet: nn.Module) -> int:
     return 2 ** (len(unet.config.channel_mult) - 1) * unet.config.window_size
 
 
+def encode_lr(autoencoder: nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    """z_y: the latent of the bicubic-upsampled LR (lq in [-1, 1]); needs no UNet."""
+    up = F.interpolate(lq, scale_factor=SCALE, mode="bicubic", align_corners=False)
+    return autoencoder.encode(up)
+
+
 class SRPipeline(nn.Module):
     """Teacher or student plus the autoencoder and the schedule."""
 
@@ -35,9 +41,7 @@ class SRPipeline(nn.Module):
         return self.unet(x, t, lq=lq)
 
     def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
-        """z_y: the latent of the bicubic-upsampled LR (lq in [-1, 1])."""
-        up = F.interpolate(lq, scale_factor=SCALE, mode="bicubic", align_corners=False)
-        return self.autoencoder.encode(up)
+        return encode_lr(self.autoencoder, lq)
 
     def one_step_latent(
         self, lq: torch.Tensor, prior_noise: torch.Tensor, student_noise: torch.Tensor | None = None

@@ -32,7 +32,7 @@ from training.distill import (
 from training.metrics import LPIPS
 from training.models import build_student
 from training.models.discriminator import BottleneckHead
-from training.pipeline import SRPipeline
+from training.pipeline import SRPipeline, encode_lr
 from training.trainer import OptimConfig, RunConfig, Trainer
 from training.validation import score_pipeline
 
@@ -127,7 +127,7 @@ class DistillTrainer(Trainer):
         lr = make_lr(hr, self.cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
         z0 = self.autoencoder.encode(hr)
-        z_y = self.pipe(self.teacher).encode_lr(lq)
+        z_y = encode_lr(self.autoencoder, lq)
         b, device = hr.shape[0], generator.device
         choice = torch.randint(len(self.timesteps), (b,), generator=generator, device=device)
         t_n = torch.tensor(self.timesteps, device=device)[choice].to(self.device)
@@ -136,9 +136,6 @@ class DistillTrainer(Trainer):
             self.device
         )
         return Sample(hr, lq, z0, z_y, t_n, z_tn, t, self._randn(z0, generator))
-
-    def pipe(self, unet: nn.Module) -> SRPipeline:
-        return SRPipeline(unet, self.autoencoder, self.schedule)
 
     # -- networks as functions of (x, t) --------------------------------------------------------
     def _x0(self, unet, x_t, t, lq, noise=None):
@@ -240,7 +237,7 @@ class DistillTrainer(Trainer):
     @torch.no_grad()
     def validate(self, step: int) -> dict[str, float]:
         """EMA student, one step, on the fixed validation set vs bicubic."""
-        pipe = self.pipe(self.ema.module).eval()
+        pipe = SRPipeline(self.ema.module, self.autoencoder, self.schedule).eval()
         pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
         grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
         metrics = score_pipeline(pipe, pairs, self.device, "one", "student", grid_path)

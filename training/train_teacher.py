@@ -23,7 +23,7 @@ from training.data.valset import load_val_set
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_unet
-from training.pipeline import SRPipeline
+from training.pipeline import SRPipeline, encode_lr
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
 from training.validation import score_pipeline
@@ -88,10 +88,9 @@ class TeacherTrainer(Trainer):
         hr = self.next_hr_batch(cfg.data, step, self.run.steps)
         lr = make_lr(hr, cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
-        pipe = SRPipeline(self.modules["unet"], self.autoencoder, self.schedule)
         with torch.no_grad(), self.autocast():
             z0 = self.autoencoder.encode(hr).float()
-            z_y = pipe.encode_lr(lq).float()
+            z_y = encode_lr(self.autoencoder, lq).float()
         b = hr.shape[0]
         t = torch.randint(self.schedule.num_timesteps, (b,), generator=generator, device=generator.device)
         noise = torch.randn(z0.shape, generator=generator, device=generator.device)

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve_bench.py                      # fixture model sized like a real network
     .venv/bin/python bench/serve_bench.py --model models/default/rsd-tiny-x4.onnx --threads 2
+    python bench/serve_bench.py --backend torch --preset resshift-x4 --max-batch 64   # on a GPU host
 
 1. raw: the backend alone (same threads as the server) at batch sizes 1, 2, 4, ... : tiles/s; the best
    batch size becomes the server's max_batch_tiles;
@@ -40,7 +41,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from service.backends import Backend, load_backend  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from service.tiling import plan_tiles  # noqa: E402
 
 
@@ -50,7 +52,7 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_throughput(backend: OnnxRuntimeBackend, batch: int, seconds: float) -> tuple[float, float]:
+def raw_throughput(backend: Backend, batch: int, seconds: float) -> tuple[float, float]:
     """(tiles/s, CPU ms per tile) of backend.run alone at one batch size."""
     t = backend.info.tile_size
     rng = np.random.default_rng(0)
@@ -165,6 +167,7 @@ def start_server(
 ) -> subprocess.Popen:
     env = os.environ | {
         "RSD_MODEL_PATH": str(model),
+        "RSD_BACKEND": args.backend,
         "RSD_PORT": str(port),
         "RSD_THREADS": str(args.threads),
         "RSD_MAX_BATCH_TILES": str(max_batch),
@@ -188,11 +191,21 @@ def start_server(
     raise SystemExit("server did not become ready")
 
 
+def fixture_name(args: argparse.Namespace) -> str:
+    if args.backend == "torch":
+        return f"{args.preset} random weights"
+    return f"fixture tile={args.tile} width={args.width} depth={args.depth}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", type=Path, help="ONNX model; default: a fixture built here")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+    parser.add_argument(
+        "--model", type=Path, help="ONNX model or (torch) model directory; default: a fixture built here"
+    )
+    parser.add_argument("--preset", default="tiny-x4", help="torch fixture: random weights of this preset")
     parser.add_argument("--tile", type=int, default=64, help="fixture tile size")
     parser.add_argument("--width", type=int, default=64, help="fixture conv width (compute per tile)")
     parser.add_argument("--depth", type=int, default=3, help="fixture conv depth")
@@ -212,13 +225,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
-        if model is None:
+        if model is None and args.backend == "torch":
+            from model_export.synthetic import write_random_model_dir
+
+            model = write_random_model_dir(Path(tmp) / args.preset, args.preset)
+        elif model is None:
             from tests.onnx_fixture import build_fixture_model
 
             model = build_fixture_model(
                 Path(tmp) / "bench.onnx", tile=args.tile, width=args.width, depth=args.depth
             )
-        backend = OnnxRuntimeBackend(model, threads=args.threads)
+        settings = Settings(
+            model_path=model, backend=args.backend, threads=args.threads, max_batch_tiles=args.max_batch
+        )
+        backend = load_backend(settings)
         tile = backend.info.tile_size
         sizes = [1 << i for i in range(args.max_batch.bit_length()) if 1 << i <= args.max_batch]
         raw = {batch: raw_throughput(backend, batch, args.raw_seconds) for batch in sizes}
@@ -251,7 +271,9 @@ def main() -> None:
     raw_best = max(raw[best_batch][0], raw_after[0])
     accepted = overload["latency_ms"]
     report = {
-        "model": str(args.model or f"fixture tile={args.tile} width={args.width} depth={args.depth}"),
+        "model": str(args.model or fixture_name(args)),
+        "backend": backend.info.backend,
+        "precision": backend.info.precision,
         "threads": args.threads,
         "clients": args.clients,
         "cpus": os.cpu_count(),

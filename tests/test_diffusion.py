@@ -49,6 +49,21 @@ def test_posterior_at_t0_is_x0():
     assert torch.equal(mean, x0)
 
 
+def test_schedule_lookups_reuse_one_table_per_device():
+    """CUDA graph capture (the torch backend) fails on any host-to-device copy inside the forward pass,
+    so each schedule array reaches a device once; later lookups index the kept table."""
+    schedule = ResShiftSchedule(ScheduleConfig())
+    x = torch.randn(2, 3, 4, 4)
+    t = schedule.timesteps(2, 3)
+    first = schedule.scale_input(x, t)
+    tables = dict(schedule._device_tables)
+    second = schedule.scale_input(x, t)
+    assert torch.equal(first, second)
+    assert schedule._device_tables.keys() == tables.keys()
+    assert all(schedule._device_tables[k] is v for k, v in tables.items())
+    assert torch.allclose(first, x * schedule.input_scale[3])
+
+
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="exponential"):
         ScheduleConfig.from_official({"schedule_name": "linear", "steps": 4})

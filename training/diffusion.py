@@ -74,6 +74,7 @@ class ResShiftSchedule:
 
     def __init__(self, cfg: ScheduleConfig):
         self.cfg = cfg
+        self._device_tables: dict[tuple[int, torch.device], torch.Tensor] = {}
         self.kappa = cfg.kappa
         self.num_timesteps = cfg.steps
         self.sqrt_etas = exponential_sqrt_etas(cfg)
@@ -89,10 +90,16 @@ class ResShiftSchedule:
         self.input_scale = 1.0 / np.sqrt(cfg.kappa**2 * self.etas + 1.0)
 
     # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _at(array: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """array[t] as a (B, 1, 1, 1) tensor broadcastable against `like`."""
-        values = torch.as_tensor(array, dtype=torch.float64, device=like.device)[t.to(like.device)]
+    def _at(self, array: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """array[t] as a (B, 1, 1, 1) tensor broadcastable against `like`.
+
+        The array is copied to each device once and kept: a host-to-device copy inside a forward pass
+        would break CUDA graph capture (the service's torch backend).
+        """
+        key = (id(array), like.device)
+        if key not in self._device_tables:
+            self._device_tables[key] = torch.as_tensor(array, dtype=torch.float64, device=like.device)
+        values = self._device_tables[key][t.to(like.device)]
         return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
     def timesteps(self, batch: int, t: int, device: torch.device | str = "cpu") -> torch.Tensor:

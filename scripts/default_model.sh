@@ -16,6 +16,8 @@ nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 
 mkdir -p models/default
 rsd export onnx runs/tiny-x4/distill/model --out models/default/rsd-tiny-x4.onnx --tile 64
+# one tile covers a 128x128 photo: `rsd upscale --tile 128` (and the bench against Real-ESRGAN)
+rsd export onnx runs/tiny-x4/distill/model --out models/default/rsd-tiny-x4-t128.onnx --tile 128
 rm -rf models/default/student && cp -r runs/tiny-x4/distill/model models/default/student
 rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model \
   --student runs/tiny-x4/distill/model --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json

@@ -50,6 +50,14 @@ def test_config_rejects_unknown_keys_and_bad_types(workspace):
         ae_config(workspace, "bad", 1, ["optim.learning_rate=1"])
     with pytest.raises(ConfigError, match=r"run\.steps: expected an integer"):
         ae_config(workspace, "bad", 1, ["run.steps=many"])
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected a number"):
+        ae_config(workspace, "bad", 1, ["optim.lr=fast"])
+
+
+def test_config_reads_scientific_notation_without_a_dot(workspace):
+    """YAML 1.1 reads `8e-4` as a string; a float field still takes it (the README writes `optim.lr=1e-4`)."""
+    cfg = ae_config(workspace, "sci", 1, ["optim.lr=8e-4", "optim.lr_min=1E-6"])
+    assert cfg.optim.lr == 8e-4 and cfg.optim.lr_min == 1e-6
 
 
 def test_autoencoder_resume_continues_the_same_trajectory(workspace):

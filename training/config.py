@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+# Scientific notation without a dot (`1e-4`, `5E3`), which YAML 1.1 leaves as a string.
+_YAML11_FLOAT_MISS = re.compile(r"[-+]?\d+[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _YAML11_FLOAT_MISS.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -242,6 +242,7 @@ def save(model: onnx.ModelProto, out: str | Path, metadata: Mapping[str, str], t
     """Attach metadata, refuse a graph that fails `check_graph`, write it."""
     set_metadata(model, metadata)
     model.doc_string = "rsd fused x4 upscaler: lq, noise_prior, noise_student -> sr (see rsd/contract.py)"
+    store_exact_fp16(model)
     problems = check_graph(model, tile)
     if problems:
         raise ExportError("exported graph fails its checks: " + "; ".join(problems))
@@ -249,3 +250,28 @@ def save(model: onnx.ModelProto, out: str | Path, metadata: Mapping[str, str], t
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
     return out
+
+
+def store_exact_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> int:
+    """Store every fp32 weight whose values fp16 holds exactly as fp16 plus a Cast back to fp32; returns how
+    many. Lossless: the graph computes the same numbers, and ONNX Runtime folds the Casts when it loads.
+    Weights of a model directory saved with fp16 storage (`copy_model_dir`) all qualify: half the file."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    casts, moved = [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT or np.prod(init.dims) < min_elements or init.name in inputs:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(half, f"{name}__fp16"))
+        casts.append(
+            helper.make_node("Cast", [f"{name}__fp16"], [name], name=f"{name}__to_fp32", to=TensorProto.FLOAT)
+        )
+        moved += 1
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    return moved

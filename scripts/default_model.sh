@@ -14,11 +14,15 @@ nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progres
 nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.progress=false
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 
+# The embedded student stores its UNet in fp16 (half the bytes, computed in fp32); the graphs come from it
+# and store those weights in fp16 too, losslessly.
 mkdir -p models/default
-rsd export onnx runs/tiny-x4/distill/model --out models/default/rsd-tiny-x4.onnx --tile 64
+rm -rf models/default/student
+python -c "import torch; from training.checkpoint import copy_model_dir as c
+c('runs/tiny-x4/distill/model', 'models/default/student', unet_dtype=torch.float16)"
+rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 64 --name rsd-tiny-x4
 # one tile covers a 128x128 photo: `rsd upscale --tile 128` (and the bench against Real-ESRGAN)
-rsd export onnx runs/tiny-x4/distill/model --out models/default/rsd-tiny-x4-t128.onnx --tile 128
-rm -rf models/default/student && cp -r runs/tiny-x4/distill/model models/default/student
-rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model \
-  --student runs/tiny-x4/distill/model --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
+rsd export onnx models/default/student --out models/default/rsd-tiny-x4-t128.onnx --tile 128 --name rsd-tiny-x4
+rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model --student runs/tiny-x4/distill/model \
+  --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
 python scripts/model_card.py models/default

@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from training.checkpoint import (
     CheckpointMismatchError,
+    copy_model_dir,
     load_model_dir,
     load_official_state_dict,
     load_state_dict_checked,
@@ -42,6 +43,27 @@ def test_model_dir_round_trip_is_bit_exact(tmp_path, golden_kwargs):
             assert torch.equal(value, theirs[key]), key
     assert bundle.schedule.num_timesteps == ScheduleConfig().steps
     assert bundle.config["meta"]["name"] == "test"
+
+
+def test_copy_with_fp16_unet_storage_halves_the_unet_and_loads_rounded_weights(tmp_path, golden_kwargs):
+    unet_kwargs, vq_kwargs = golden_kwargs
+    torch.manual_seed(0)
+    unet, ae = build_unet(unet_kwargs), build_autoencoder(vq_kwargs)
+    save_model_dir(tmp_path / "m", unet=unet, unet_kwargs=unet_kwargs, autoencoder=ae,
+                   autoencoder_kwargs=vq_kwargs, schedule=ScheduleConfig())  # fmt: skip
+    copy_model_dir(tmp_path / "m", tmp_path / "half", unet_dtype=torch.float16)
+    ratio = (tmp_path / "half" / "unet.safetensors").stat().st_size / (
+        tmp_path / "m" / "unet.safetensors"
+    ).stat().st_size
+    assert 0.45 < ratio < 0.6
+    bundle = load_model_dir(tmp_path / "half")
+    for key, value in unet.state_dict().items():
+        loaded = bundle.unet.state_dict()[key]
+        assert loaded.dtype == value.dtype, key  # computes in fp32
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        assert torch.equal(loaded, expected), key
+    for key, value in ae.state_dict().items():  # the autoencoder is copied as it is
+        assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
 
 
 def test_official_layout_with_prefix_and_nesting_loads(tmp_path):

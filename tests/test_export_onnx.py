@@ -20,7 +20,7 @@ from model_export.parity import compare, make_noise, photo_tiles
 from model_export.synthetic import write_random_model_dir
 from rsd import contract
 from tests.onnx_fixture import build_fixture_model
-from training.checkpoint import load_model_dir
+from training.checkpoint import copy_model_dir, load_model_dir
 
 TILE = 32  # the tiny preset's size multiple: the fastest export
 BATCH = 2  # torch batch everywhere: the trace runs at 2 too, so oneDNN sets up one set of shapes
@@ -159,6 +159,23 @@ def test_fp32_parity_with_pytorch_on_photo_tiles(fused, fp32_path, lq_tiles):
     # that amplify fp32 rounding in both frameworks (~1e-3 seen at tile 64), so this bound is looser.
     assert report.latent_max_abs <= 5e-3
     assert report.sr_mean_abs <= 1e-3
+
+
+def test_weights_that_fp16_holds_exactly_are_stored_in_fp16(student_dir, fp32_path, lq_tiles, tmp_path):
+    """The default model's UNet is stored in fp16 (copy_model_dir): its graph stores those weights in fp16
+    plus a Cast, half the bytes, and computes what the module loaded from that directory computes."""
+    assert not [
+        n for n in onnx.load(str(fp32_path)).graph.node if n.name.endswith("__to_fp32")
+    ]  # random fp32
+    half_dir = copy_model_dir(student_dir, tmp_path / "half", unet_dtype=torch.float16)
+    path = export_onnx(half_dir, tmp_path / "half.onnx", tile=TILE)
+    model = onnx.load(str(path))
+    assert [n for n in model.graph.node if n.op_type == "Cast" and n.name.endswith("__to_fp32")]
+    assert path.stat().st_size < 0.6 * fp32_path.stat().st_size
+    assert check_graph(model, TILE) == []
+    report = compare(build_fused(load_model_dir(half_dir)), model, lq_tiles, seed=0, batch=BATCH)
+    assert report.index_agreement >= 0.999
+    assert report.sr_max_abs_same_indices <= 1e-3
 
 
 def test_fp16_variant_keeps_fp32_io_and_codebook_search(fp16_model, fused, lq_tiles):

@@ -140,6 +140,22 @@ def save_model_dir(
     return path
 
 
+def copy_model_dir(src: str | Path, dst: str | Path, *, unet_dtype: torch.dtype | None = None) -> Path:
+    """Copy a model directory; with `unet_dtype=torch.float16` the UNet's float tensors are stored in half
+    precision, which halves the file. Loading casts them back to fp32, so the copy is a model whose UNet
+    weights are rounded to fp16 and which computes in fp32 (the embedded default model ships this way)."""
+    src, dst = Path(src), Path(dst)
+    config = read_config(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, spec in config["components"].items():
+        state = load_file(str(src / spec["weights"]))
+        if name == "unet" and unet_dtype is not None:
+            state = {k: v.to(unet_dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, str(dst / spec["weights"]))
+    (dst / CONFIG_FILE).write_text((src / CONFIG_FILE).read_text())
+    return dst
+
+
 def read_config(path: str | Path) -> dict:
     config_path = Path(path) / CONFIG_FILE
     if not config_path.is_file():

@@ -2,8 +2,8 @@
 
     python scripts/model_card.py models/default
 
-Reads `eval.json` (from `rsd eval`), the stage configs under runs/tiny-x4/*/config.json and the CPU time
-each stage recorded in its checkpoints; nothing in the card is typed by hand.
+Reads `eval.json` (from `rsd eval`), the stage configs under runs/tiny-x4/*/config.json and the steps and
+CPU time each stage recorded in its model directory; nothing in the card is typed by hand.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ STAGES = {
 
 
 def stage_record(run_dir: Path, config_file: str, command: str) -> dict:
-    latest = (run_dir / "checkpoints" / "latest.txt").read_text().strip()
-    state = torch.load(run_dir / "checkpoints" / latest / "state.pt", map_location="cpu", weights_only=True)
+    """Steps and CPU time as the stage's exported model directory recorded them (checkpoints not needed)."""
+    meta = json.loads((run_dir / "model" / "config.json").read_text())["meta"]
     return {
         "command": f"{command} --config {config_file}",
-        "steps": int(state["step"]),
-        "cpu_hours": round(float(state["cpu_seconds"]) / 3600, 3),
+        "steps": int(meta["step"]),
+        "cpu_hours": round(float(meta["cpu_seconds"]) / 3600, 3),
         "config": json.loads((run_dir / "config.json").read_text()),
     }
 
@@ -43,6 +43,8 @@ def main(out_dir: Path) -> None:
         "data": "data/demo: photographs from Debian wallpaper packages (scripts/demo_data.py; licences in "
         "data/demo/COPYRIGHT), split by photo; validation = data/demo/val-realesrgan (seed 0)",
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
+        "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
+        "fp32 student, computed in fp32); the autoencoder in fp32",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),
         "evaluation": evaluation,
@@ -55,6 +57,7 @@ def main(out_dir: Path) -> None:
         "",
         f"{card['task']}. Produced by `make default-model` on {card['machine']['cpu_threads']} CPU threads;",
         f"total training CPU time {card['total_cpu_hours']} h. Data: {card['data']}.",
+        f"Weights: {card['storage']}.",
         "",
         "| stage | command | steps | CPU hours |",
         "|---|---|---|---|",

@@ -1,6 +1,7 @@
 """The trainers on small configs: a few real steps, resume, Ctrl-C, DDP, validation and export."""
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -83,6 +84,18 @@ def test_autoencoder_validation_writes_metrics_grid_and_model(workspace):
     assert {"ae_psnr_y", "bicubic_psnr_y", "ae_lpips_alex", "psnr_gain_db"} <= set(metrics)
     assert (workspace / "ae_val/samples/step_00000001.png").is_file()
     assert json.loads((workspace / "ae_val/model/config.json").read_text())["components"]["autoencoder"]
+
+
+def test_finished_model_directory_without_checkpoints_is_not_retrained(workspace):
+    """A clone carries a finished stage as its model directory only: running the stage again keeps it."""
+    trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_done", 1, ["run.val_every=1"]), cfg.run)
+    trainer.fit()
+    shutil.rmtree(workspace / "ae_done/checkpoints")
+    before = (workspace / "ae_done/model/autoencoder.safetensors").read_bytes()
+    again = AutoencoderTrainer(cfg := ae_config(workspace, "ae_done", 1, ["run.val_every=1"]), cfg.run)
+    assert again.fit() == {}
+    assert again.step == 0 and not (workspace / "ae_done/checkpoints").exists()
+    assert (workspace / "ae_done/model/autoencoder.safetensors").read_bytes() == before
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(workspace):

@@ -313,10 +313,22 @@ class Trainer:
             signal.signal(sig, request_stop)
         return previous
 
+    def _finished_model_step(self) -> int | None:
+        """The step recorded in the run's exported model directory, if there is one."""
+        config = self.out_dir / "model" / "config.json"
+        if not config.is_file():
+            return None
+        return json.loads(config.read_text()).get("meta", {}).get("step")
+
     def fit(self) -> dict:
         """Run (or resume) until run.steps; returns the last validation metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         resume = self.latest_checkpoint()
+        finished = self._finished_model_step()
+        if resume is None and finished is not None and finished >= self.run.steps:
+            # A clone carries finished stages as model directories only (checkpoints are too big to commit).
+            self._say(f"{self.out_dir / 'model'} already holds this run at step {finished}; nothing to train")
+            return {}
         if resume is not None:
             self.load_checkpoint(resume)
             self._say(f"resumed from {resume} at step {self.step}")

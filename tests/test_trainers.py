@@ -1,8 +1,8 @@
 """The trainers on small configs: a few real steps, resume, Ctrl-C, DDP, validation and export."""
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys

@@ -174,3 +174,29 @@ def photo_tiles(tile: int, per_photo: int = 2) -> np.ndarray:
     if not tiles:
         raise ValueError(f"tile {tile} is larger than every LR sample photo")
     return np.stack(tiles).astype(np.float32)
+
+
+def main() -> None:
+    """`python -m model_export.parity MODEL_DIR GRAPH.onnx`: the report on photo tiles of the graph's size."""
+    import argparse
+    import json
+
+    from model_export.fused import build_fused
+    from model_export.metadata import read_metadata
+    from training.checkpoint import load_model_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("model_dir")
+    parser.add_argument("graph")
+    parser.add_argument("--per-photo", type=int, default=2, help="tiles per sample photo (3 photos)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    tile = int(read_metadata(args.graph)[contract.META_TILE])
+    module = build_fused(load_model_dir(args.model_dir))
+    report = compare(module, onnx.load(args.graph), photo_tiles(tile, args.per_photo), seed=args.seed)
+    print(report.summary())
+    print(json.dumps(report.as_dict()))
+
+
+if __name__ == "__main__":
+    main()

@@ -21,8 +21,6 @@ rm -rf models/default/student
 python -c "import torch; from training.checkpoint import copy_model_dir as c
 c('runs/tiny-x4/distill/model', 'models/default/student', unet_dtype=torch.float16)"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 64 --name rsd-tiny-x4
-# one tile covers a 128x128 photo: `rsd upscale --tile 128` (and the bench against Real-ESRGAN)
-rsd export onnx models/default/student --out models/default/rsd-tiny-x4-t128.onnx --tile 128 --name rsd-tiny-x4
 rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model --student runs/tiny-x4/distill/model \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
 python scripts/model_card.py models/default

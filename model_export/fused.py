@@ -46,7 +46,7 @@ class FusedUpscaler(nn.Module):
         """z_0 (B,3,t,t) -> sr (B,3,4t,4t) in [0, 1]: quantise in fp32, decode in `dtype`."""
         ae = self.pipeline.autoencoder
         low = dtype != torch.float32
-        # Nearest code outside autocast: ||z||^2 + ||e||^2 - 2 z.e cancels badly in half precision.
+        # Nearest code outside autocast: ||e||^2 - 2 z.e cancels badly in half precision.
         # (Casts only when needed: the tracer would record no-op casts into the fp32 graph.)
         z_q, _, _ = ae.quantize(z0.float() if low else z0)  # (B,3,t,t)
         with torch.autocast(z0.device.type, dtype=dtype, enabled=low):

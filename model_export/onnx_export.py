@@ -6,9 +6,8 @@ no float64, only operators TensorRT's ONNX parser implements), which `check_grap
 export.
 
 fp16 variant: onnxconverter-common's float16 pass with fp32 inputs/outputs, leaving in fp32 the
-codebook search (`QUANTIZER_SCOPE`: ||z||^2 + ||e||^2 - 2 z.e cancels in fp16 and flips indices), the
-normalisations (the UNet computes GroupNorm in fp32 on purpose), the bicubic resize and the
-schedule/timestep casts.
+codebook search (`QUANTIZER_SCOPE`: ||e||^2 - 2 z.e cancels in fp16 and flips indices), the
+normalisations (the UNet computes GroupNorm in fp32 on purpose) and the schedule/timestep casts.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from training.models.autoencoder import VQModelTorch, build_autoencoder
+from training.models.autoencoder import VectorQuantizer2, VQModelTorch, bicubic_upsample, build_autoencoder
 
 ATOL = RTOL = 1e-4  # golden/README.md: single forward passes
 PIPE_ATOL = 2e-4  # golden/README.md: pipeline latents/images
@@ -121,6 +121,22 @@ def test_resample_skip_starts_as_box_down_bicubic_up(skip_model):
         z_q = skip_model.quantize(z)[0]
         bicubic_q = F.interpolate(z_q, scale_factor=4, mode="bicubic", align_corners=False)
         torch.testing.assert_close(skip_model.decode(z), bicubic_q, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 48), (1, 1, 5, 7), (1, 2, 1, 3)])
+def test_bicubic_upsample_equals_torch_bicubic(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    reference = F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(bicubic_upsample(x, 4), reference, atol=2e-6)
+
+
+def test_nearest_indices_equal_brute_force_distances():
+    torch.manual_seed(0)
+    quantizer = VectorQuantizer2(512, 3, codebook_init="color_cube")
+    z = torch.rand(2, 3, 16, 16) * 2 - 1
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    brute = torch.cdist(flat.double(), quantizer.embedding.weight.double()).argmin(dim=1).reshape(2, 16, 16)
+    assert torch.equal(quantizer.nearest_indices(z), brute)
 
 
 def test_decode_straight_through_gradient(skip_model):

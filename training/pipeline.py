@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.diffusion import ResShiftSchedule
+from training.models.autoencoder import bicubic_upsample
 
 SCALE = 4
 
@@ -23,8 +24,7 @@ def lr_multiple(unet: nn.Module) -> int:
 
 def encode_lr(autoencoder: nn.Module, lq: torch.Tensor) -> torch.Tensor:
     """z_y: the latent of the bicubic-upsampled LR (lq in [-1, 1]); needs no UNet."""
-    up = F.interpolate(lq, scale_factor=SCALE, mode="bicubic", align_corners=False)
-    return autoencoder.encode(up)
+    return autoencoder.encode(bicubic_upsample(lq, SCALE))
 
 
 class SRPipeline(nn.Module):

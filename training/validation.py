@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from training.metrics import LPIPS, psnr_y, ssim_y
+from training.models.autoencoder import bicubic_upsample
 
 
 def bicubic_up(lr: torch.Tensor, scale: int = 4) -> torch.Tensor:
     """Plain bicubic x4 (the baseline every model is compared with), clamped to [0, 1]."""
-    return F.interpolate(lr[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    return bicubic_upsample(lr[None], scale)[0].clamp(0, 1)
 
 
 class Scorer:

@@ -29,6 +29,7 @@ from training.data.degradations import (
     random_final_kernel,
     sinc_kernel,
 )
+from training.data.loader import CropDataset, DataConfig
 from training.data.valset import load_val_set, make_val_set
 
 skdata = pytest.importorskip("skimage.data")
@@ -281,3 +282,22 @@ def test_val_set_is_deterministic_and_verified(photo_dir, tmp_path):
         load_val_set(tmp_path / "v1")
     bic = make_val_set(photo_dir, tmp_path / "v1", mode="bicubic", seed=0, crop_size=64, overwrite=True)
     assert bic["degradation"] is None and len(load_val_set(tmp_path / "v1")) == 3
+
+
+def test_multiscale_crops_shrink_a_larger_view_of_the_photo(tmp_path):
+    """A crop at scale 0.5 covers twice the photo's width: a horizontal ramp comes out twice as steep."""
+    ramp = np.tile((np.arange(512) // 2).astype(np.uint8)[None, :, None], (300, 1, 3))  # +0.5 per pixel
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")
+    files = [tmp_path / "ramp.png"]
+
+    def slope(scales: list[float], seed: int) -> float:
+        crop = CropDataset(files, scales=scales)[(0, 64, seed)][0] * 255  # (64, 64), flips allowed
+        return float(crop[:, 8:-8].diff(dim=1).abs().mean())
+
+    assert slope([1.0], 0) == pytest.approx(0.5, abs=0.02)
+    assert slope([0.5], 0) == pytest.approx(1.0, abs=0.05)
+    mixed = CropDataset(files, scales=[1.0, 0.5])
+    assert torch.equal(mixed[(0, 64, 3)], mixed[(0, 64, 3)])  # the scale comes from the key's seed
+    assert {round(slope([1.0, 0.5], seed) * 2) for seed in range(16)} == {1, 2}
+    with pytest.raises(ValueError, match="scales"):
+        DataConfig(scales=[0.0]).validate()

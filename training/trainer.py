@@ -200,6 +200,7 @@ class Trainer:
                 end=end,
                 rank=self.rank,
                 num_workers=data.num_workers,
+                scales=data.scales,
             )
         return next(self._hr_batches).to(self.device, non_blocking=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from training.data.dataset import load_rgb, scan_images
@@ -24,6 +25,10 @@ class DataConfig:
     train_dir: str = "data/demo/train"
     val_dir: str = "data/demo/val-realesrgan"
     crop_sizes: list[int] = field(default_factory=lambda: [64])  # HR crop side, one drawn per step
+    # Photo scales, one drawn per crop: a crop at scale s covers size/s pixels of the photo, Lanczos-shrunk
+    # to size. Real-ESRGAN trains on such a multi-scale copy of DF2K (1, 0.75, 0.5, 1/3): more views of
+    # few photos. [1.0] = plain crops.
+    scales: list[float] = field(default_factory=lambda: [1.0])
     batch_size: int = 16
     num_workers: int = 0
     val_max_images: int = 0  # 0 = all
@@ -31,6 +36,8 @@ class DataConfig:
     def validate(self) -> None:
         if not self.crop_sizes or any(s % 4 for s in self.crop_sizes):
             raise ValueError("data.crop_sizes must be non-empty multiples of 4")
+        if not self.scales or any(not 0 < s <= 1 for s in self.scales):
+            raise ValueError("data.scales must be non-empty, each in (0, 1]")
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
@@ -45,9 +52,10 @@ def read_rgb(path: Path) -> np.ndarray | None:
 class CropDataset(Dataset):
     """Random crops addressed by (file index, crop size, seed); decoded images cached per worker."""
 
-    def __init__(self, files: Sequence[Path], cache: bool = True):
+    def __init__(self, files: Sequence[Path], cache: bool = True, scales: Sequence[float] = (1.0,)):
         self.files = list(files)
         self.cache = cache
+        self.scales = list(scales)
         self._images: dict[int, np.ndarray | None] = {}
 
     def __len__(self) -> int:
@@ -64,17 +72,21 @@ class CropDataset(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
         index, size, seed = key
         rng = np.random.default_rng(seed)
+        scale = self.scales[int(rng.integers(len(self.scales)))] if len(self.scales) > 1 else self.scales[0]
+        side = round(size / scale)  # photo pixels under the crop
         image = self._image(index)
         tries = 0
-        while image is None or min(image.shape[:2]) < size:
+        while image is None or min(image.shape[:2]) < side:
             tries += 1  # unreadable or too small: deterministically pick another file
             if tries > len(self.files):
-                raise RuntimeError(f"no readable image of at least {size}px among {len(self.files)} files")
+                raise RuntimeError(f"no readable image of at least {side}px among {len(self.files)} files")
             index = int(rng.integers(len(self.files)))
             image = self._image(index)
         h, w = image.shape[:2]
-        top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-        crop = image[top : top + size, left : left + size]
+        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        crop = image[top : top + side, left : left + side]
+        if side != size:
+            crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
@@ -121,6 +133,7 @@ def step_batches(
     end: int,
     rank: int = 0,
     num_workers: int = 0,
+    scales: Sequence[float] = (1.0,),
 ) -> Iterator[torch.Tensor]:
     """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1."""
     files = scan_images(root)
@@ -128,7 +141,7 @@ def step_batches(
         raise FileNotFoundError(f"no png/jpg/webp images under {root}")
     sampler = StepBatchSampler(len(files), batch_size, crop_sizes, seed, start, end, rank)
     loader = DataLoader(
-        CropDataset(files),
+        CropDataset(files, scales=scales),
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

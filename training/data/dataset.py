@@ -1,13 +1,12 @@
-"""HR training crops from any folder of photos, and the batch-level training-pair pool.
+"""Photo folders (scan, decode, crop) and the batch-level training-pair pool.
 
-The dataset only decodes, crops and flips: it returns clean HR crops in [0, 1]. LR synthesis
-(`degradations.make_lr`) runs on collated batches, on the training device. The model sees images in
-[-1, 1] (`to_model_range`).
+The trainers' batches of clean HR crops in [0, 1] come from `loader.py`, which uses these helpers.
+LR synthesis (`degradations.make_lr`) runs on collated batches, on the training device. The model sees
+images in [-1, 1] (`to_model_range`).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,46 +65,6 @@ def to_model_range(x: torch.Tensor) -> torch.Tensor:
 def from_model_range(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped."""
     return ((x + 1) / 2).clamp(0, 1)
-
-
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """Random HR crops (3, crop_size, crop_size) in [0, 1] from every image under root, random hflip.
-
-    A file that fails to decode is skipped with a warning (once) and the next readable image is returned,
-    so one bad download never stops a run. Crop positions and flips come from torch's RNG, which the
-    DataLoader seeds per worker: `torch.manual_seed` or `DataLoader(generator=...)` makes a run repeatable."""
-
-    def __init__(self, root: str | Path, crop_size: int = 256, rescale: bool = False, hflip: bool = True):
-        self.root = Path(root)
-        self.paths = scan_images(self.root)
-        if not self.paths:
-            raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} images under {self.root}")
-        self.crop_size = crop_size
-        self.rescale = rescale
-        self.hflip = hflip
-        self.unreadable: set[Path] = set()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        n = len(self.paths)
-        for i in range(n):
-            path = self.paths[(index + i) % n]
-            if path in self.unreadable:
-                continue
-            try:
-                im = load_rgb(path)
-            except Exception as e:  # decoders raise OSError, SyntaxError, ValueError, zlib.error, ...
-                self.unreadable.add(path)
-                warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=2)
-                continue
-            im = crop_hr(im, self.crop_size, rng, self.rescale)
-            if self.hflip and rng.random() < 0.5:
-                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            return to_tensor(im)
-        raise RuntimeError(f"none of the {n} images under {self.root} could be read")
 
 
 class TrainingPairPool:

@@ -86,7 +86,7 @@ class CropDataset(Dataset):
         top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
         crop = image[top : top + side, left : left + side]
         if side != size:
-            crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
+            crop = np.array(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)

@@ -72,6 +72,7 @@ class CropDataset(Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
         index, size, seed = key
         rng = np.random.default_rng(seed)
+        # With one scale nothing is drawn, so plain runs keep the exact crops they had before scales existed.
         scale = self.scales[int(rng.integers(len(self.scales)))] if len(self.scales) > 1 else self.scales[0]
         side = round(size / scale)  # photo pixels under the crop
         image = self._image(index)

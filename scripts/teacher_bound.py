@@ -15,6 +15,7 @@ import argparse
 import torch
 
 from training.checkpoint import load_model_dir
+from training.data.dataset import from_model_range
 from training.data.valset import load_val_set
 from training.pipeline import SRPipeline
 from training.validation import Scorer, bicubic_up
@@ -38,7 +39,7 @@ def main() -> None:
     scores = {row: Scorer("cpu") for row in rows}
 
     def decode(z: torch.Tensor) -> torch.Tensor:
-        return ((pipe.autoencoder.decode(z).clamp(-1, 1) + 1) / 2)[0]
+        return from_model_range(pipe.autoencoder.decode(z))[0]
 
     for index, pair in enumerate(load_val_set(args.val)):
         lq = pair.lr[None] * 2 - 1

@@ -2,7 +2,6 @@ import io
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,10 +224,8 @@ def test_dataset_scans_recursively_and_skips_corrupt_files(photo_dir):
     ds = CropDataset(scan_images(photo_dir))  # what the trainers read through
     with pytest.warns(UserWarning, match="unreadable image") as rec:
         items = [ds[(i, 64, i)] for i in range(len(ds))]
-    assert sorted(Path(str(r.message).split()[3].rstrip(":")).name for r in rec) == [
-        "broken.jpg",
-        "truncated.png",
-    ]
+    messages = sorted(str(r.message) for r in rec)  # "skipping unreadable image <path>: ..."
+    assert len(messages) == 2 and "broken.jpg" in messages[0] and "truncated.png" in messages[1]
     for x in items:
         assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
     with warnings.catch_warnings():

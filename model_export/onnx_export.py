@@ -31,7 +31,6 @@ from training.checkpoint import load_model_dir
 OPSET = 17
 MAX_TENSORRT_OPSET = 20  # TensorRT 10's ONNX parser reads opsets 9..20
 QUANTIZER_SCOPE = "/quantize/"  # ONNX node-name prefix of VectorQuantizer2 in the traced graph
-UNET_SCOPE = "/unet/"
 BATCH_AXIS = "batch"
 TRACE_BATCH = 2  # not 1, so that no op specialises on a singleton batch
 

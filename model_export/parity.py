@@ -1,7 +1,7 @@
 """ONNX Runtime vs PyTorch eager on the same tiles and the same noise.
 
 Besides `sr`, the compared graph exposes two internal tensors (`with_quantizer_outputs`): the latent z_0
-that enters the quantizer and the codebook indices its ArgMin picks. That separates the three things
+as the codebook search reads it (the input of its Gemm) and the codebook indices its ArgMin picks. That separates the three things
 that can differ:
 
   * the continuous path up to z_0 (`latent_max_abs`);
@@ -17,6 +17,10 @@ Latent differences grow with the tile: fp32 GroupNorm over a nearly constant gro
 at HR resolution; random weights make more of them) is ill-conditioned, and PyTorch and ONNX Runtime
 then round differently. On the astronaut's black background at tile 128 (512x512 HR maps) the
 encoders of both differ from a float64 run, PyTorch's by 9e-3 there.
+
+z_0 is taken where the search reads it, not at the UNet's output: in an fp16 graph the UNet's last Conv
+yields fp16, but ONNX Runtime's CPU provider computes that Conv in fp32 and drops the fp32 -> fp16 ->
+fp32 round trip before the (fp32) search, which so sees a latent up to 5e-4 from the fp16 tensor.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from onnx import TensorProto, helper
 
 from model_export.fused import FusedUpscaler
-from model_export.onnx_export import QUANTIZER_SCOPE, UNET_SCOPE
+from model_export.onnx_export import QUANTIZER_SCOPE
 from rsd import contract
 
 LATENT = "debug_latent"
@@ -60,15 +64,15 @@ class ParityReport:
 
 
 def with_quantizer_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the fused graph that also outputs z_0 (`debug_latent`) and the ArgMin indices."""
+    """A copy of the fused graph that also outputs z_0 as the codebook search's Gemm reads it (B*t*t, 3)
+    (`debug_latent`) and the ArgMin indices."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    argmins = [n for n in model.graph.node if n.op_type == "ArgMin" and n.name.startswith(QUANTIZER_SCOPE)]
-    unet = [n for n in model.graph.node if n.name.startswith(UNET_SCOPE)]
-    if len(argmins) != 1 or not unet:
-        raise ValueError("graph has no single quantizer ArgMin or no UNet nodes; was it exported by rsd?")
-    latent = unet[-1].output[0]  # nodes are topologically sorted: the UNet's last node yields z_0
-    inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
-    types = {v.name: v.type.tensor_type.elem_type for v in inferred}  # fp16 in an fp16 graph
+    quantizer = [n for n in model.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
+    argmins = [n for n in quantizer if n.op_type == "ArgMin"]
+    gemms = [n for n in quantizer if n.op_type == "Gemm"]
+    if len(argmins) != 1 or len(gemms) != 1:
+        raise ValueError("graph has no single quantizer Gemm and ArgMin; was it exported by rsd?")
+    latent = gemms[0].input[0]  # z_0 as rows of (B*t*t, embed_dim), always fp32
     model.graph.node.extend(
         [
             helper.make_node("Identity", [latent], [LATENT], name="debug/latent"),
@@ -77,7 +81,7 @@ def with_quantizer_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     )
     model.graph.output.extend(
         [
-            helper.make_tensor_value_info(LATENT, types.get(latent, TensorProto.FLOAT), None),
+            helper.make_tensor_value_info(LATENT, TensorProto.FLOAT, None),
             helper.make_tensor_value_info(INDICES, TensorProto.INT64, None),
         ]
     )
@@ -123,7 +127,7 @@ def compare(
         sr_o, z_o, idx_o = session.run([contract.OUTPUT_SR, LATENT, INDICES], feed)
         b = sr_o.shape[0]
         idx_o = torch.from_numpy(idx_o.reshape(b, tile, tile))
-        z_o = torch.from_numpy(z_o.astype(np.float32))
+        z_o = torch.from_numpy(z_o).reshape(b, tile, tile, -1).permute(0, 3, 1, 2)  # (B,3,t,t)
         with torch.no_grad():
             z_t = module.latent(*(torch.from_numpy(a) for a in feed.values()))
             sr_t = module.decode(z_t)  # module(...) == decode(latent(...))

@@ -13,14 +13,17 @@ cd "$(dirname "$0")/.."
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
 nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.progress=false
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
+nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
 
-# The embedded student stores its UNet in fp16 (half the bytes, computed in fp32); the graphs come from it
-# and store those weights in fp16 too, losslessly.
+# The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
+# autoencoder without mid attention (same latent space). Its graph takes 128x128 LR tiles: a 128x128 photo
+# is one call, and without the attention a tile's cost is linear in its area.
 mkdir -p models/default
 rm -rf models/default/student
 python -c "import torch; from training.checkpoint import copy_model_dir as c
-c('runs/tiny-x4/distill/model', 'models/default/student', unet_dtype=torch.float16)"
-rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 64 --name rsd-tiny-x4
+c('runs/tiny-x4/distill/model', 'models/default/student', unet_dtype=torch.float16,
+  autoencoder_from='runs/tiny-x4/autoencoder-slim/model')"
+rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
 rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model --student runs/tiny-x4/distill/model \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
 python scripts/model_card.py models/default

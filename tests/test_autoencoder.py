@@ -170,3 +170,24 @@ def test_attn_resolutions_place_attention_at_matching_levels():
     assert attn_levels == ["decoder.up.1.attn.0", "decoder.up.1.attn.1", "encoder.down.1.attn.0"]
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_without_mid_attention_only_the_attention_is_dropped():
+    """The slim autoencoder has every weight of the official layout but the two mid attentions, and with
+    those weights it computes the official network with the attentions skipped."""
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=3, n_embed=8, ddconfig={**SMALL, "resample_skip": True, "z_channels": 3})
+    full = VQModelTorch(**kwargs)
+    for parameter in full.parameters():  # the zero-initialised output convs would hide the attention
+        if not parameter.any():
+            torch.nn.init.normal_(parameter, std=0.1)
+    slim = VQModelTorch(**{**kwargs, "ddconfig": {**kwargs["ddconfig"], "mid_attention": False}})
+    dropped = set(full.state_dict()) - set(slim.state_dict())
+    assert dropped and {k.split(".mid.attn_1.")[0] for k in dropped} == {"encoder", "decoder"}
+    slim.load_state_dict({k: v for k, v in full.state_dict().items() if k not in dropped})
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        with_attention = full(x)
+        full.encoder.mid.attn_1 = full.decoder.mid.attn_1 = torch.nn.Identity()
+        torch.testing.assert_close(slim(x), full(x), atol=0, rtol=0)
+        assert (slim(x) - with_attention).abs().max() > 1e-3

@@ -66,6 +66,25 @@ def test_copy_with_fp16_unet_storage_halves_the_unet_and_loads_rounded_weights(t
         assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
 
 
+def test_copy_can_take_the_autoencoder_from_another_model_dir(tmp_path, golden_kwargs):
+    unet_kwargs, vq_kwargs = golden_kwargs
+    torch.manual_seed(0)
+    unet, ae = build_unet(unet_kwargs), build_autoencoder(vq_kwargs)
+    slim_kwargs = {**vq_kwargs, "ddconfig": {**vq_kwargs["ddconfig"], "mid_attention": False}}
+    slim = build_autoencoder(slim_kwargs)
+    save_model_dir(tmp_path / "m", unet=unet, unet_kwargs=unet_kwargs, autoencoder=ae,
+                   autoencoder_kwargs=vq_kwargs, schedule=ScheduleConfig())  # fmt: skip
+    save_model_dir(tmp_path / "slim", unet=None, unet_kwargs=None, autoencoder=slim,
+                   autoencoder_kwargs=slim_kwargs, schedule=ScheduleConfig())  # fmt: skip
+    copy_model_dir(tmp_path / "m", tmp_path / "both", autoencoder_from=tmp_path / "slim")
+    bundle = load_model_dir(tmp_path / "both")
+    assert bundle.config["components"]["autoencoder"]["kwargs"] == slim_kwargs
+    for key, value in slim.state_dict().items():
+        assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
+    for key, value in unet.state_dict().items():
+        assert torch.equal(bundle.unet.state_dict()[key], value), key
+
+
 def test_official_layout_with_prefix_and_nesting_loads(tmp_path):
     """An official-style .pth of the full-size UNet: nested under 'state_dict' and DDP-prefixed."""
     kwargs = load_preset("resshift-x4")["unet"]

@@ -140,6 +140,28 @@ def autoencoder_dir(workspace):
     return workspace / "ae_for_teacher" / "model"
 
 
+def test_slim_autoencoder_keeps_the_reference_latent_space(workspace, autoencoder_dir):
+    """`reference`: start from a trained autoencoder without its mid attention, codebook frozen, pulled to
+    the reference's latents; the model directory it writes loads without the attention weights."""
+    slim_model = {**AE_MODEL, "ddconfig": {**AE_MODEL["ddconfig"], "mid_attention": False}}
+    extra = [f"reference={autoencoder_dir}", f"model={json.dumps(slim_model)}", "loss.latent=10",
+             "loss.codebook_init_from_data=false", "loss.dead_code_restart_every=0", "run.val_every=2"]  # fmt: skip
+    trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_slim", 2, extra), cfg.run)
+    metrics = trainer.fit()
+    assert 0 < metrics["codes_kept"] <= 1
+    log = [json.loads(line) for line in (workspace / "ae_slim/log.jsonl").read_text().splitlines()]
+    assert all(r["latent"] >= 0 and 0 <= r["codes_kept"] <= 1 for r in log if "loss" in r)
+    reference = load_file(str(autoencoder_dir / "autoencoder.safetensors"))
+    slim = load_file(str(workspace / "ae_slim/model/autoencoder.safetensors"))
+    assert set(reference) - set(slim) == {k for k in reference if ".mid.attn_1." in k}
+    key = "quantize.embedding.weight"
+    assert torch.equal(slim[key], reference[key])  # frozen
+    conv = "encoder.conv_in.weight"  # trained, from the reference's start
+    assert not torch.equal(slim[conv], reference[conv]) and (slim[conv] - reference[conv]).abs().max() < 0.05
+    with pytest.raises(ValueError, match="keeps the reference's codebook"):
+        AutoencoderTrainer(cfg := ae_config(workspace, "ae_slim_bad", 1, extra[:3]), cfg.run).build()
+
+
 @pytest.fixture(scope="module")
 def teacher_dir(workspace, autoencoder_dir):
     overrides = [

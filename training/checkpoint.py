@@ -140,19 +140,31 @@ def save_model_dir(
     return path
 
 
-def copy_model_dir(src: str | Path, dst: str | Path, *, unet_dtype: torch.dtype | None = None) -> Path:
+def copy_model_dir(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    unet_dtype: torch.dtype | None = None,
+    autoencoder_from: str | Path | None = None,
+) -> Path:
     """Copy a model directory; with `unet_dtype=torch.float16` the UNet's float tensors are stored in half
     precision, which halves the file. Loading casts them back to fp32, so the copy is a model whose UNet
-    weights are rounded to fp16 and which computes in fp32 (the embedded default model ships this way)."""
+    weights are rounded to fp16 and which computes in fp32 (the embedded default model ships this way).
+    `autoencoder_from` takes the autoencoder from another model directory instead (one that keeps the
+    same latent space: `rsd train autoencoder` with `reference`)."""
     src, dst = Path(src), Path(dst)
     config = read_config(src)
+    sources = {name: src for name in config["components"]}
+    if autoencoder_from is not None:
+        sources["autoencoder"] = Path(autoencoder_from)
+        config["components"]["autoencoder"] = read_config(autoencoder_from)["components"]["autoencoder"]
     dst.mkdir(parents=True, exist_ok=True)
     for name, spec in config["components"].items():
-        state = load_file(str(src / spec["weights"]))
+        state = load_file(str(sources[name] / spec["weights"]))
         if name == "unet" and unet_dtype is not None:
             state = {k: v.to(unet_dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, str(dst / spec["weights"]))
-    (dst / CONFIG_FILE).write_text((src / CONFIG_FILE).read_text())
+    (dst / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return dst
 
 

@@ -3,6 +3,12 @@ losses with beta 0.25, optional PatchGAN).
 
 The autoencoder is the ceiling of every model built on it, so validation always reports the gap to
 plain bicubic upsampling of the clean x4 LR of the same photos.
+
+With `reference` (a trained autoencoder's model directory) it instead re-trains that autoencoder in a
+cheaper architecture (say `model.ddconfig.mid_attention=false`) that keeps its latent space: it starts
+from the reference's weights, keeps the reference's codebook frozen, and `loss.latent` pulls its encoder
+output to the reference's on the two things diffusion models encode: HR crops and bicubic-upsampled LR.
+A teacher and student trained on the reference then run on the new autoencoder unchanged.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.checkpoint import save_model_dir
-from training.data.degradations import bicubic_degradation
+from training.checkpoint import load_model_dir, save_model_dir
+from training.data.degradations import DegradationConfig, RealESRGANDegradation, bicubic_degradation, make_lr
 from training.data.loader import DataConfig
 from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_autoencoder
+from training.models.autoencoder import bicubic_upsample
+from training.pipeline import SCALE
 from training.models.discriminator import PatchDiscriminator
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
@@ -37,12 +45,16 @@ class AutoencoderLossConfig:
     dead_code_restart_every: int = 200  # re-seed codes unused over that many steps (0 = never)
     gan: float = 0.0  # PatchGAN hinge loss weight (0 = off)
     gan_start: int = 0
+    latent: float = 0.0  # MSE to the reference encoder's latents (needs `reference`)
 
 
 @dataclass
 class AutoencoderTrainConfig:
     preset: str = "tiny-x4"
     model: dict = field(default_factory=dict)  # overrides of the preset's autoencoder kwargs
+    reference: str = ""  # model directory of an autoencoder whose latent space to keep (see module doc)
+    lr_mode: str = "realesrgan"  # LR synthesis for the reference's latents of upsampled LR
+    degradation: dict = field(default_factory=dict)  # DegradationConfig overrides
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=4e-4, betas=[0.9, 0.99], warmup_steps=100)
@@ -67,10 +79,11 @@ class ReconstructionForward(nn.Module):
         super().__init__()
         self.autoencoder = autoencoder
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, lq_up: torch.Tensor | None = None):
         z = self.autoencoder.encode(x)
         z_q, vq_loss, (_, _, indices) = self.autoencoder.quantize(z)
-        return self.autoencoder.decode(z_q, force_not_quantize=True), vq_loss, indices, z
+        z_lq = None if lq_up is None else self.autoencoder.encode(lq_up)
+        return self.autoencoder.decode(z_q, force_not_quantize=True), vq_loss, indices, z, z_lq
 
 
 class AutoencoderTrainer(Trainer):
@@ -80,9 +93,10 @@ class AutoencoderTrainer(Trainer):
         cfg = self.cfg
         self.model_kwargs = cfg.model_kwargs()
         ae = build_autoencoder(self.model_kwargs).to(self.device)
+        self.reference = self._start_from_reference(ae) if cfg.reference else None
         self.modules["autoencoder"] = ae
         self.forward = self.wrap_ddp(ReconstructionForward(ae))
-        self.add_optimizer("autoencoder", ae.parameters(), cfg.optim)
+        self.add_optimizer("autoencoder", ae.parameters(), cfg.optim)  # a frozen codebook gets no grad
         self.tracked_ema("autoencoder")
         self.lpips = LPIPS(cfg.loss.lpips_net).to(self.device) if cfg.loss.lpips > 0 else None
         if cfg.loss.gan > 0:
@@ -90,6 +104,23 @@ class AutoencoderTrainer(Trainer):
             self.modules["discriminator"] = self.wrap_ddp(disc)
             self.add_optimizer("discriminator", disc.parameters(), cfg.optim)
         self.code_usage = torch.zeros(ae.quantize.n_e, device=self.device)
+
+    def _start_from_reference(self, ae: nn.Module) -> nn.Module:
+        """Copy the reference's weights into `ae` (which may only lack layers), freeze the codebook, and
+        return the frozen reference."""
+        cfg = self.cfg
+        if cfg.loss.codebook_init_from_data or cfg.loss.dead_code_restart_every:
+            raise ValueError(
+                "reference keeps the reference's codebook: set loss.codebook_init_from_data=false "
+                "and loss.dead_code_restart_every=0"
+            )
+        reference = load_model_dir(cfg.reference, self.device).autoencoder.requires_grad_(False).eval()
+        missing, _ = ae.load_state_dict(reference.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"{cfg.reference} has no weights for {missing}: the architecture may only drop layers")
+        ae.quantize.embedding.weight.requires_grad_(False)
+        self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
+        return reference
 
     @torch.no_grad()
     def _seed_codes(self, latents: torch.Tensor, which: torch.Tensor, generator: torch.Generator) -> None:
@@ -103,17 +134,29 @@ class AutoencoderTrainer(Trainer):
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
         cfg, loss_cfg = self.cfg, self.cfg.loss
-        hr = self.next_hr_batch(self.cfg.data, step, self.run.steps) * 2 - 1  # (B,3,S,S) in [-1,1]
+        hr01 = self.next_hr_batch(self.cfg.data, step, self.run.steps)
+        hr = hr01 * 2 - 1  # (B,3,S,S) in [-1,1]
         ae = self.modules["autoencoder"]
+        lq_up = None
+        if self.reference is not None:  # the LR a diffusion model encodes: bicubic x4 of the degraded LR
+            lq = make_lr(hr01, cfg.lr_mode, self.degradation, generator) * 2 - 1
+            lq_up = bicubic_upsample(lq, SCALE)
         if step == 0 and loss_cfg.codebook_init_from_data:
             with torch.no_grad():
                 z = ae.encode(hr).float()
             self._seed_codes(z, torch.arange(ae.quantize.n_e, device=self.device), generator)
         with self.autocast():
-            rec, vq_loss, indices, z = self.forward(hr)
+            rec, vq_loss, indices, z, z_lq = self.forward(hr, lq_up)
             l1 = (rec - hr).abs().mean()
             loss = loss_cfg.l1 * l1 + loss_cfg.vq * vq_loss
             stats = {"l1": l1.item(), "vq": vq_loss.item()}
+            if self.reference is not None:
+                with torch.no_grad():
+                    target, target_lq = self.reference.encode(hr), self.reference.encode(lq_up)
+                latent = F.mse_loss(z.float(), target) + F.mse_loss(z_lq.float(), target_lq)
+                loss = loss + loss_cfg.latent * latent
+                stats["latent"] = latent.item()
+                stats["codes_kept"] = (indices == self.reference.codebook_indices(target)).float().mean().item()
             if self.lpips is not None:
                 lp = self.lpips(rec.float(), hr.float()).mean()
                 loss = loss + loss_cfg.lpips * lp
@@ -154,10 +197,15 @@ class AutoencoderTrainer(Trainer):
         ae = self.ema.module
         pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
         ours, bicubic = Scorer(self.device), Scorer(self.device)
-        grid = []
-        for _, hr, _ in pairs:
+        grid, kept = [], []
+        for _, hr, lr in pairs:
             x = hr[None].to(self.device) * 2 - 1
-            rec = (ae.decode(ae.encode(x))[0].clamp(-1, 1) + 1) / 2
+            z = ae.encode(x)
+            rec = (ae.decode(z)[0].clamp(-1, 1) + 1) / 2
+            if self.reference is not None:  # share of codes the reference gives the HR and the upsampled LR
+                lq_up = bicubic_upsample(lr[None].to(self.device) * 2 - 1, SCALE)
+                for ours_z, ref_z in ((z, self.reference.encode(x)), (ae.encode(lq_up), self.reference.encode(lq_up))):
+                    kept.append((ae.codebook_indices(ours_z) == ae.codebook_indices(ref_z)).float().mean().item())
             clean_lr = bicubic_degradation(hr[None])[0]
             bic = bicubic_up(clean_lr)
             ours.add(rec, hr)
@@ -168,6 +216,8 @@ class AutoencoderTrainer(Trainer):
         metrics = {f"ae_{k}": v for k, v in ours.mean().items()}
         metrics.update({f"bicubic_{k}": v for k, v in bicubic.mean().items()})
         metrics["psnr_gain_db"] = metrics["ae_psnr_y"] - metrics["bicubic_psnr_y"]
+        if kept:
+            metrics["codes_kept"] = sum(kept) / len(kept)
         self.export()
         return metrics
 

@@ -31,6 +31,7 @@ class DDConfig:
     the untrained autoencoder behave like box-downsample / bicubic-upsample, so that a narrow autoencoder
     trained from scratch only has to learn a residual on top of a good resampling pair (a narrow f4 model
     trained for minutes on CPU otherwise stays ~10 dB below bicubic). See Encoder/Decoder.forward.
+    mid_attention is ours too (default on, as officially); off, the cost is linear in the tile's area.
     """
 
     ch: int = 128
@@ -45,6 +46,9 @@ class DDConfig:
     double_z: bool = False
     padding_mode: str = "zeros"  # present in the official config; the official code ignores it, and so do we
     resample_skip: bool = False
+    # False drops the attention of both mid blocks, the one layer that sees the whole tile: its cost grows
+    # with the square of the tile's area.
+    mid_attention: bool = True
 
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)
@@ -146,12 +150,13 @@ class Upsample(nn.Module):
 
 
 class MidBlock(nn.Module):
-    """ResnetBlock -> AttnBlock -> ResnetBlock at the lowest resolution (`mid.block_1/attn_1/block_2`)."""
+    """ResnetBlock -> AttnBlock -> ResnetBlock at the lowest resolution (`mid.block_1/attn_1/block_2`);
+    without attention, the two ResnetBlocks."""
 
-    def __init__(self, channels: int, dropout: float):
+    def __init__(self, channels: int, dropout: float, attention: bool = True):
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
+        self.attn_1 = AttnBlock(channels) if attention else nn.Identity()
         self.block_2 = ResnetBlock(channels, channels, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +227,7 @@ class Encoder(nn.Module):
             )
             res //= 2
         self.down = nn.ModuleList(levels)
-        self.mid = MidBlock(widths[-1], cfg.dropout)
+        self.mid = MidBlock(widths[-1], cfg.dropout, cfg.mid_attention)
         self.norm_out = Normalize(widths[-1])
         self.conv_out = nn.Conv2d(widths[-1], cfg.z_channels, 3, padding=1)
 
@@ -245,7 +250,7 @@ class Decoder(nn.Module):
         n_levels = len(cfg.ch_mult)
         block_in = cfg.ch * cfg.ch_mult[-1]
         self.conv_in = nn.Conv2d(cfg.z_channels, block_in, 3, padding=1)
-        self.mid = MidBlock(block_in, cfg.dropout)
+        self.mid = MidBlock(block_in, cfg.dropout, cfg.mid_attention)
         # built from the lowest resolution up, stored with index = level (0 = full resolution), as officially
         levels, res = {}, cfg.resolution // cfg.factor
         for i in reversed(range(n_levels)):

@@ -1,8 +1,8 @@
 """ONNX Runtime vs PyTorch eager on the same tiles and the same noise.
 
 Besides `sr`, the compared graph exposes two internal tensors (`with_quantizer_outputs`): the latent z_0
-as the codebook search reads it (the input of its Gemm) and the codebook indices its ArgMin picks. That separates the three things
-that can differ:
+as the codebook search reads it (the input of its Gemm) and the codebook indices its ArgMin picks. That
+separates the three things that can differ:
 
   * the continuous path up to z_0 (`latent_max_abs`);
   * the codebook search (`index_agreement` with torch's indices; `quantizer_agreement` with torch's

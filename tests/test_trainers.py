@@ -144,8 +144,14 @@ def test_slim_autoencoder_keeps_the_reference_latent_space(workspace, autoencode
     """`reference`: start from a trained autoencoder without its mid attention, codebook frozen, pulled to
     the reference's latents; the model directory it writes loads without the attention weights."""
     slim_model = {**AE_MODEL, "ddconfig": {**AE_MODEL["ddconfig"], "mid_attention": False}}
-    extra = [f"reference={autoencoder_dir}", f"model={json.dumps(slim_model)}", "loss.latent=10",
-             "loss.codebook_init_from_data=false", "loss.dead_code_restart_every=0", "run.val_every=2"]  # fmt: skip
+    extra = [
+        f"reference={autoencoder_dir}",
+        f"model={json.dumps(slim_model)}",
+        "loss.latent=10",
+        "loss.codebook_init_from_data=false",
+        "loss.dead_code_restart_every=0",
+        "run.val_every=2",
+    ]
     trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_slim", 2, extra), cfg.run)
     metrics = trainer.fit()
     assert 0 < metrics["codes_kept"] <= 1

@@ -28,8 +28,8 @@ from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_autoencoder
 from training.models.autoencoder import bicubic_upsample
-from training.pipeline import SCALE
 from training.models.discriminator import PatchDiscriminator
+from training.pipeline import SCALE
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
 from training.validation import Scorer, bicubic_up, save_grid
@@ -117,7 +117,9 @@ class AutoencoderTrainer(Trainer):
         reference = load_model_dir(cfg.reference, self.device).autoencoder.requires_grad_(False).eval()
         missing, _ = ae.load_state_dict(reference.state_dict(), strict=False)
         if missing:
-            raise ValueError(f"{cfg.reference} has no weights for {missing}: the architecture may only drop layers")
+            raise ValueError(
+                f"{cfg.reference} has no weights for {missing}: the architecture may only drop layers"
+            )
         ae.quantize.embedding.weight.requires_grad_(False)
         self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
         return reference
@@ -156,7 +158,8 @@ class AutoencoderTrainer(Trainer):
                 latent = F.mse_loss(z.float(), target) + F.mse_loss(z_lq.float(), target_lq)
                 loss = loss + loss_cfg.latent * latent
                 stats["latent"] = latent.item()
-                stats["codes_kept"] = (indices == self.reference.codebook_indices(target)).float().mean().item()
+                kept = indices == self.reference.codebook_indices(target)
+                stats["codes_kept"] = kept.float().mean().item()
             if self.lpips is not None:
                 lp = self.lpips(rec.float(), hr.float()).mean()
                 loss = loss + loss_cfg.lpips * lp
@@ -204,8 +207,9 @@ class AutoencoderTrainer(Trainer):
             rec = (ae.decode(z)[0].clamp(-1, 1) + 1) / 2
             if self.reference is not None:  # share of codes the reference gives the HR and the upsampled LR
                 lq_up = bicubic_upsample(lr[None].to(self.device) * 2 - 1, SCALE)
-                for ours_z, ref_z in ((z, self.reference.encode(x)), (ae.encode(lq_up), self.reference.encode(lq_up))):
-                    kept.append((ae.codebook_indices(ours_z) == ae.codebook_indices(ref_z)).float().mean().item())
+                for ours_z, image in ((z, x), (ae.encode(lq_up), lq_up)):
+                    same = ae.codebook_indices(ours_z) == ae.codebook_indices(self.reference.encode(image))
+                    kept.append(same.float().mean().item())
             clean_lr = bicubic_degradation(hr[None])[0]
             bic = bicubic_up(clean_lr)
             ours.add(rec, hr)

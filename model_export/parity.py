@@ -1,7 +1,7 @@
 """ONNX Runtime vs PyTorch eager on the same tiles and the same noise.
 
 Besides `sr`, the compared graph exposes two internal tensors (`with_quantizer_outputs`): the latent z_0
-as the codebook search reads it (the input of its Gemm) and the codebook indices its ArgMin picks. That
+as the codebook search reads it (the input of its MatMul) and the codebook indices its ArgMin picks. That
 separates the three things that can differ:
 
   * the continuous path up to z_0 (`latent_max_abs`);
@@ -64,15 +64,16 @@ class ParityReport:
 
 
 def with_quantizer_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the fused graph that also outputs z_0 as the codebook search's Gemm reads it (B*t*t, 3)
+    """A copy of the fused graph that also outputs z_0 as the codebook search reads it (B*t*t, 3)
     (`debug_latent`) and the ArgMin indices."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     quantizer = [n for n in model.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
     argmins = [n for n in quantizer if n.op_type == "ArgMin"]
-    gemms = [n for n in quantizer if n.op_type == "Gemm"]
-    if len(argmins) != 1 or len(gemms) != 1:
-        raise ValueError("graph has no single quantizer Gemm and ArgMin; was it exported by rsd?")
-    latent = gemms[0].input[0]  # z_0 as rows of (B*t*t, embed_dim), always fp32
+    matmuls = [n for n in quantizer if n.op_type == "MatMul"]  # [z, 1] @ table
+    if len(argmins) != 1 or len(matmuls) != 1:
+        raise ValueError("graph has no single quantizer MatMul and ArgMin; was it exported by rsd?")
+    (with_ones,) = [n for n in quantizer if matmuls[0].input[0] in n.output]  # the Concat [z, 1]
+    latent = with_ones.input[0]  # z_0 as rows of (B*t*t, embed_dim), always fp32
     model.graph.node.extend(
         [
             helper.make_node("Identity", [latent], [LATENT], name="debug/latent"),

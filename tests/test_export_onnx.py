@@ -201,7 +201,7 @@ def test_fp16_variant_keeps_fp32_io_and_codebook_search(fp16_model, fused, lq_ti
         fused, fp16_model, lq_tiles[::2], seed=0, batch=BATCH
     )  # fp16 on CPU is emulated: 3 tiles
     print("fp16 parity:", report.summary())
-    # The codebook search is exact on the latent it reads (see model_export.parity); the fp16 UNet itself moves
+    # The codebook search is exact on the latent it reads (model_export.parity); the fp16 UNet itself moves
     # latents by ~1e-2, which flips some indices of this dense random codebook (numbers in the report).
     assert report.quantizer_agreement >= 0.999
     assert report.index_agreement >= 0.95

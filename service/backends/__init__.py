@@ -1,7 +1,13 @@
 """Inference backends behind one interface (base.Backend); each is imported only when selected."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from service.backends.base import Backend, BackendError, ModelInfo
-from service.settings import Settings
+
+if TYPE_CHECKING:  # a backend alone (bench/gpu_bench.py) needs no pydantic
+    from service.settings import Settings
 
 __all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
 

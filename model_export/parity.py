@@ -1,7 +1,7 @@
 """ONNX Runtime vs PyTorch eager on the same tiles and the same noise.
 
 Besides `sr`, the compared graph exposes two internal tensors (`with_quantizer_outputs`): the latent z_0
-as the codebook search reads it (the input of its MatMul) and the codebook indices its ArgMin picks. That
+as the codebook search reads it (the input of its MatMuls) and the codebook indices its ArgMins pick. That
 separates the three things that can differ:
 
   * the continuous path up to z_0 (`latent_max_abs`);
@@ -64,20 +64,26 @@ class ParityReport:
 
 
 def with_quantizer_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the fused graph that also outputs z_0 as the codebook search reads it (B*t*t, 3)
-    (`debug_latent`) and the ArgMin indices."""
+    """A copy of the fused graph that also outputs z_0 as the codebook search reads it (B, t*t, 3)
+    (`debug_latent`) and the indices of its ArgMin(s) (`debug_indices`)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     quantizer = [n for n in model.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
+    producer = {out: n for n in quantizer for out in n.output}
     argmins = [n for n in quantizer if n.op_type == "ArgMin"]
-    matmuls = [n for n in quantizer if n.op_type == "MatMul"]  # [z, 1] @ table
-    if len(argmins) != 1 or len(matmuls) != 1:
-        raise ValueError("graph has no single quantizer MatMul and ArgMin; was it exported by rsd?")
-    (with_ones,) = [n for n in quantizer if matmuls[0].input[0] in n.output]  # the Concat [z, 1]
-    latent = with_ones.input[0]  # z_0 as rows of (B*t*t, embed_dim), always fp32
+    matmuls = [n for n in quantizer if n.op_type == "MatMul"]  # [z, 1] @ table, one per chunk
+    if not argmins or len(argmins) != len(matmuls):
+        raise ValueError("graph has no quantizer MatMul/ArgMin search; was it exported by rsd?")
+    with_ones = producer[matmuls[0].input[0]]  # the Concat [z, 1], or the Split of it into chunks
+    if with_ones.op_type == "Split":
+        with_ones = producer[with_ones.input[0]]
+    latent = with_ones.input[0]  # z_0, always fp32
+    chunk_outputs = {n.output[0] for n in argmins}
+    joined = [n for n in quantizer if n.op_type == "Concat" and set(n.input) == chunk_outputs]
+    indices = joined[0].output[0] if joined else argmins[0].output[0]
     model.graph.node.extend(
         [
             helper.make_node("Identity", [latent], [LATENT], name="debug/latent"),
-            helper.make_node("Identity", [argmins[0].output[0]], [INDICES], name="debug/indices"),
+            helper.make_node("Identity", [indices], [INDICES], name="debug/indices"),
         ]
     )
     model.graph.output.extend(

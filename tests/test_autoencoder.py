@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from training.models.autoencoder import VectorQuantizer2, VQModelTorch, bicubic_upsample, build_autoencoder
+from training.models.autoencoder import (
+    SEARCH_CHUNK,
+    VectorQuantizer2,
+    VQModelTorch,
+    bicubic_upsample,
+    build_autoencoder,
+)
 
 ATOL = RTOL = 1e-4  # golden/README.md: single forward passes
 PIPE_ATOL = 2e-4  # golden/README.md: pipeline latents/images
@@ -130,13 +136,15 @@ def test_bicubic_upsample_equals_torch_bicubic(shape):
     assert torch.allclose(bicubic_upsample(x, 4), reference, atol=2e-6)
 
 
-def test_nearest_indices_equal_brute_force_distances():
+@pytest.mark.parametrize("side", [16, 40])  # one chunk of SEARCH_CHUNK positions; two and a ragged one
+def test_nearest_indices_equal_brute_force_distances(side):
+    assert side * side <= SEARCH_CHUNK or side * side % SEARCH_CHUNK
     torch.manual_seed(0)
     quantizer = VectorQuantizer2(512, 3, codebook_init="color_cube")
-    z = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = torch.rand(2, 3, side, side) * 2 - 1
     flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
-    brute = torch.cdist(flat.double(), quantizer.embedding.weight.double()).argmin(dim=1).reshape(2, 16, 16)
-    assert torch.equal(quantizer.nearest_indices(z), brute)
+    brute = torch.cdist(flat.double(), quantizer.embedding.weight.double()).argmin(dim=1)
+    assert torch.equal(quantizer.nearest_indices(z), brute.reshape(2, side, side))
 
 
 def test_decode_straight_through_gradient(skip_model):

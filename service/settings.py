@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     # memory (1.1 against 2.2 GiB resident); GPUs want more (the gpu overlay sets 32).
     max_batch_tiles: int = Field(4, ge=1, description="Most tiles the model runs in one batch.")
     max_wait_ms: float = Field(5.0, ge=0, description="How long an idle model waits for a fuller batch.")
+    # 64: the default model serves about 1.1 tiles of 128x128 per second on 2 cores, so a full queue drains
+    # in about the request timeout; a longer queue would answer 504 late where 429 now answers at once.
     max_queue_tiles: int = Field(
-        128, ge=1, description="Tiles waiting for the model; more are refused with 429."
+        64, ge=1, description="Tiles waiting for the model; more are refused with 429."
     )
     tile_overlap: int = Field(8, ge=0, description="Overlap of neighbouring tiles in LR pixels.")
     request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request; past it: 504.")

@@ -18,9 +18,10 @@ at HR resolution; random weights make more of them) is ill-conditioned, and PyTo
 then round differently. On the astronaut's black background at tile 128 (512x512 HR maps) the
 encoders of both differ from a float64 run, PyTorch's by 9e-3 there.
 
-z_0 is taken where the search reads it, not at the UNet's output: in an fp16 graph the UNet's last Conv
-yields fp16, but ONNX Runtime's CPU provider computes that Conv in fp32 and drops the fp32 -> fp16 ->
-fp32 round trip before the (fp32) search, which so sees a latent up to 5e-4 from the fp16 tensor.
+z_0 is taken where the search reads it, not at the UNet's output: in an fp16 graph the search's fp32
+input was seen to differ from the UNet's fp16 output by up to 5e-4 (ONNX Runtime's CPU provider runs
+fp16 Convs in fp32 and can skip the rounding on the way to the search), which made a search that is
+exact on its own input look wrong on 0.24% of the positions.
 """
 
 from __future__ import annotations

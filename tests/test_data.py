@@ -1,3 +1,4 @@
+import itertools
 import io
 import json
 import math
@@ -298,3 +299,27 @@ def test_multiscale_crops_shrink_a_larger_view_of_the_photo(tmp_path):
     assert {round(slope([1.0, 0.5], seed) * 2) for seed in range(16)} == {1, 2}
     with pytest.raises(ValueError, match="scales"):
         DataConfig(scales=[0.0]).validate()
+
+
+def test_augment_rotates_and_permutes_colours_of_the_same_crop(tmp_path):
+    """Each augmented crop is the plain crop (same key) turned by k*90 degrees and its channels reordered;
+    over a few seeds every rotation and every channel order occurs."""
+    Image.fromarray(photo("astronaut", 256)).save(tmp_path / "a.png")
+    files = [tmp_path / "a.png"]
+    plain = CropDataset(files)
+    augmented = CropDataset(files, augment=["rot90", "rgb_permute"])
+    seen = set()
+    for seed in range(48):
+        x, y = plain[(0, 64, seed)], augmented[(0, 64, seed)]
+        match = [
+            (k, order)
+            for k in range(4)
+            for order in itertools.permutations(range(3))
+            if torch.equal(torch.rot90(x, k, dims=(1, 2))[list(order)], y)
+        ]
+        assert match, f"seed {seed}: not a rotation and channel order of the plain crop"
+        seen.add(match[0])
+    assert {k for k, _ in seen} == {0, 1, 2, 3}
+    assert {order for _, order in seen} == set(itertools.permutations(range(3)))
+    with pytest.raises(ValueError, match="augment"):
+        DataConfig(augment=["hue"]).validate()

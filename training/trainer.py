@@ -201,6 +201,7 @@ class Trainer:
                 rank=self.rank,
                 num_workers=data.num_workers,
                 scales=data.scales,
+                augment=data.augment,
             )
         return next(self._hr_batches).to(self.device, non_blocking=True)
 

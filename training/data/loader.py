@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from training.data.dataset import load_rgb, scan_images
 
+AUGMENTATIONS = ("rot90", "rgb_permute")
+_RGB_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
 
 @dataclass
 class DataConfig:
@@ -29,6 +32,10 @@ class DataConfig:
     # to size. Real-ESRGAN trains on such a multi-scale copy of DF2K (1, 0.75, 0.5, 1/3): more views of
     # few photos. [1.0] = plain crops.
     scales: list[float] = field(default_factory=lambda: [1.0])
+    # Extra views of every crop, each drawn per crop. Off, a crop is only mirrored left-right (as Real-ESRGAN).
+    # "rot90": any of the 8 rotations and mirrorings; "rgb_permute": one of the 6 orders of the colour
+    # channels (an orange forest becomes a blue or a green one): new colours for few photos.
+    augment: list[str] = field(default_factory=list)
     batch_size: int = 16
     num_workers: int = 0
     val_max_images: int = 0  # 0 = all
@@ -38,6 +45,9 @@ class DataConfig:
             raise ValueError("data.crop_sizes must be non-empty multiples of 4")
         if not self.scales or any(not 0 < s <= 1 for s in self.scales):
             raise ValueError("data.scales must be non-empty, each in (0, 1]")
+        unknown = set(self.augment) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"data.augment: unknown {sorted(unknown)}; choose from {list(AUGMENTATIONS)}")
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
@@ -52,10 +62,17 @@ def read_rgb(path: Path) -> np.ndarray | None:
 class CropDataset(Dataset):
     """Random crops addressed by (file index, crop size, seed); decoded images cached per worker."""
 
-    def __init__(self, files: Sequence[Path], cache: bool = True, scales: Sequence[float] = (1.0,)):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        cache: bool = True,
+        scales: Sequence[float] = (1.0,),
+        augment: Sequence[str] = (),
+    ):
         self.files = list(files)
         self.cache = cache
         self.scales = list(scales)
+        self.augment = frozenset(augment)
         self._images: dict[int, np.ndarray | None] = {}
 
     def __len__(self) -> int:
@@ -90,6 +107,11 @@ class CropDataset(Dataset):
             crop = np.array(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
+        # Drawn after the flip, only when asked, so runs without them keep their exact crops.
+        if "rot90" in self.augment:
+            crop = np.rot90(crop, k=int(rng.integers(4)))
+        if "rgb_permute" in self.augment:
+            crop = crop[:, :, list(_RGB_ORDERS[int(rng.integers(6))])]
         return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -135,6 +157,7 @@ def step_batches(
     rank: int = 0,
     num_workers: int = 0,
     scales: Sequence[float] = (1.0,),
+    augment: Sequence[str] = (),
 ) -> Iterator[torch.Tensor]:
     """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1."""
     files = scan_images(root)
@@ -142,7 +165,7 @@ def step_batches(
         raise FileNotFoundError(f"no png/jpg/webp images under {root}")
     sampler = StepBatchSampler(len(files), batch_size, crop_sizes, seed, start, end, rank)
     loader = DataLoader(
-        CropDataset(files, scales=scales),
+        CropDataset(files, scales=scales, augment=augment),
         batch_sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -1,6 +1,6 @@
-"""Build a small real-photo set (data/demo) from Debian/Ubuntu wallpaper packages.
+"""Build the real-photo sets (data/demo, data/more) from Debian and Ubuntu wallpaper packages.
 
-    python scripts/demo_data.py [--out data/demo] [--short-side 1024] [--val-every 5]
+    python scripts/demo_data.py [--out data/demo] [--more-out data/more] [--short-side 1024] [--val-every 5]
 
 The packages are fetched with `apt-get download` and unpacked with `dpkg -x` into a temporary folder: no
 root, no install. Only the photographs are kept (the packages also ship vector and abstract art); they are
@@ -14,18 +14,29 @@ patch with little for x4 super-resolution to restore. An antialiased (Lanczos) d
 scene into each crop, averages away the sources' JPEG blocks and sensor noise so the HR targets are clean,
 brings the detail density near ImageNet's (~400 px photos, the paper's training data), and makes the
 data loader decode 1.6 MP instead of 12 MP per crop. `--short-side 0` keeps the original files.
+
+data/more (train only): the photographs of Ubuntu's wallpaper packages, the winners of its community contests
+from 9.10 to 22.04 (CC-BY / CC-BY-SA, see COPYRIGHT/), 339 scenes where data/demo has 30. They are not in
+Debian, so each .deb is fetched from the Ubuntu archive by URL and checked against the sha256 pinned below
+(from the jammy Packages index), then unpacked with `dpkg -x` like the others. All of them go to train: the
+validation photos stay data/demo/val, so every number measured on them stays comparable, and a photo that
+looks like one of them (grey 64x64 thumbnails correlated above 0.95) is refused. `--more-out ''` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 # Package -> {output name: path inside the package}. Photographs only, picked by looking at every image.
@@ -53,6 +64,181 @@ SOURCES: dict[str, dict[str, str]] = {
 }
 STAMP = ".complete"
 
+UBUNTU_ARCHIVE = "http://archive.ubuntu.com/ubuntu/"
+UBUNTU_DEBS = {
+    "ubuntu-gnome-wallpapers-trusty": (
+        "pool/universe/u/ubuntu-gnome-wallpapers/ubuntu-gnome-wallpapers-trusty_16.10.4_all.deb",
+        "d685237159a651f911e1b07e3e5888bf459d3e2b83e6c521c3d7212fa0e33595",
+    ),
+    "ubuntu-gnome-wallpapers-utopic": (
+        "pool/universe/u/ubuntu-gnome-wallpapers/ubuntu-gnome-wallpapers-utopic_16.10.4_all.deb",
+        "7990ec1892da83e65b20cb4f7689062a440215a3f49a8c2d6edd1f8c21c9c2e2",
+    ),
+    "ubuntu-gnome-wallpapers-xenial": (
+        "pool/universe/u/ubuntu-gnome-wallpapers/ubuntu-gnome-wallpapers-xenial_16.10.4_all.deb",
+        "5b90c4955cbc8f2f7abf1fcc80acb865140a1684efbdb9a40effafbc4774d701",
+    ),
+    "ubuntu-gnome-wallpapers-yakkety": (
+        "pool/universe/u/ubuntu-gnome-wallpapers/ubuntu-gnome-wallpapers-yakkety_16.10.4_all.deb",
+        "96e221a29af008b9ae60a21e5b4ced5a72bca412f707c8d7cb0afb919e370630",
+    ),
+    "ubuntu-mate-wallpapers-photos": (
+        "pool/universe/u/ubuntu-mate-artwork/ubuntu-mate-wallpapers-photos_22.04.17_all.deb",
+        "46895c57eba133f259d3902681cbee231d94a4a49ca41b5d5b1575d636a24504",
+    ),
+    "ubuntu-wallpapers-artful": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-artful_22.04.4-0ubuntu1_all.deb",
+        "ef7421633331c7c223d5287f353e6e9a9fbad569da3ce07b09d432e12ab55253",
+    ),
+    "ubuntu-wallpapers-bionic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-bionic_22.04.4-0ubuntu1_all.deb",
+        "98d827a3684f8075f19adf3c338fd41fba264a8cdd9c7a2d5e57b2d14d8e42f9",
+    ),
+    "ubuntu-wallpapers-cosmic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-cosmic_22.04.4-0ubuntu1_all.deb",
+        "b62b4d7f7946480e46c601dd9f45cd898d98c6f900357850acb067e65d374dd6",
+    ),
+    "ubuntu-wallpapers-disco": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-disco_22.04.4-0ubuntu1_all.deb",
+        "2695820dbac0f0cc39c8b8b64912cf1ffd7e87290132a7be08e30b0d59a279e9",
+    ),
+    "ubuntu-wallpapers-eoan": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-eoan_22.04.4-0ubuntu1_all.deb",
+        "fb8cad73bfc94b17f2c66b11a602ec40ed6039ae72eb5c6190a8f6b2ecd3c3c6",
+    ),
+    "ubuntu-wallpapers-focal": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-focal_22.04.4-0ubuntu1_all.deb",
+        "4c998bc311a5d31c5ce3a525e0ba629352aa12c770fae42682ae937333a17ebd",
+    ),
+    "ubuntu-wallpapers-groovy": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-groovy_22.04.4-0ubuntu1_all.deb",
+        "ddc02f93a643c320b9bd5e967b5a24e01df3ec1c66a5727f54715b8ac1ab7be0",
+    ),
+    "ubuntu-wallpapers-hirsute": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-hirsute_22.04.4-0ubuntu1_all.deb",
+        "b331fa5cacea002b5bd4d510933ec22b00bbb83a4e0e8f31103585d2b8b63b50",
+    ),
+    "ubuntu-wallpapers-impish": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-impish_22.04.4-0ubuntu1_all.deb",
+        "44487a919c3f7230120033945c20176f9bf5901caff5fd64deb8b941abccede6",
+    ),
+    "ubuntu-wallpapers-jammy": (
+        "pool/main/u/ubuntu-wallpapers/ubuntu-wallpapers-jammy_22.04.4-0ubuntu1_all.deb",
+        "029b733e09c96e7318ea9a53dc8b2b7ee96971ce600fd60487635f9317afb89f",
+    ),
+    "ubuntu-wallpapers-karmic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-karmic_22.04.4-0ubuntu1_all.deb",
+        "cf7260f5431c9528a1d80033c735995fa15b0f45a9e72b35ad2ba3d6a2efa20c",
+    ),
+    "ubuntu-wallpapers-lucid": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-lucid_22.04.4-0ubuntu1_all.deb",
+        "a8fb8ab7a2f0b4b94be793c22031f40c2e72021c9306c53de6cb0759fd00a65d",
+    ),
+    "ubuntu-wallpapers-maverick": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-maverick_22.04.4-0ubuntu1_all.deb",
+        "2a6139f2286f74eb4a38c7c12ecdcfc7cd4ab4e3cfc993cd1ff32284055ef1ae",
+    ),
+    "ubuntu-wallpapers-natty": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-natty_22.04.4-0ubuntu1_all.deb",
+        "75a61909c07a64158e15a1a33c5a168a7c4e3b26b0e7e265e3edb3d28c42abf0",
+    ),
+    "ubuntu-wallpapers-oneiric": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-oneiric_22.04.4-0ubuntu1_all.deb",
+        "1661a782c5bc64d5015a55c818096cc147ef6a595af6aa9ab167b2985a165296",
+    ),
+    "ubuntu-wallpapers-precise": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-precise_22.04.4-0ubuntu1_all.deb",
+        "3a567af641d570e1c03a4c1549aa5dafd54e6d99abec183bba7d63bb8f59773c",
+    ),
+    "ubuntu-wallpapers-quantal": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-quantal_22.04.4-0ubuntu1_all.deb",
+        "11b36ac04e3c7c1e93a6af751242b890f96a16fa6015dc983a4c29d930ecfe8b",
+    ),
+    "ubuntu-wallpapers-raring": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-raring_22.04.4-0ubuntu1_all.deb",
+        "af039af9d3438df63da71f0a1b2f8cfb061b076cde466602b3e2efc60d61fd96",
+    ),
+    "ubuntu-wallpapers-saucy": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-saucy_22.04.4-0ubuntu1_all.deb",
+        "703d735486c76c108b2e8ee9b99d5faf660836381cfbbdeb6cfd46a35c52d51d",
+    ),
+    "ubuntu-wallpapers-trusty": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-trusty_22.04.4-0ubuntu1_all.deb",
+        "09205aee7376ac8351342c4ec2b3decdf564d0fc39fade7628c3379a64c4595c",
+    ),
+    "ubuntu-wallpapers-utopic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-utopic_22.04.4-0ubuntu1_all.deb",
+        "93f78d786b728b3698f4d229f52a01bd4854584397da1962937508f572e8f877",
+    ),
+    "ubuntu-wallpapers-vivid": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-vivid_22.04.4-0ubuntu1_all.deb",
+        "b0da6fe6de92390a4af3a86c103bd3d4848c502958a77e7de5d9a36934c72c2e",
+    ),
+    "ubuntu-wallpapers-wily": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-wily_22.04.4-0ubuntu1_all.deb",
+        "ced04e81f8659d24c2787a6319c2760bfac8800161c36bd37259b96f2daa709a",
+    ),
+    "ubuntu-wallpapers-xenial": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-xenial_22.04.4-0ubuntu1_all.deb",
+        "e8cb26f5cc7a04c5ec233c16b870d987147c646a1709a07059cda408c6bdd3d9",
+    ),
+    "ubuntu-wallpapers-yakkety": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-yakkety_22.04.4-0ubuntu1_all.deb",
+        "1dde2569d314ef2f47881032e770e088fbdff77ba0bd6052e7f4ee6232835bb8",
+    ),
+    "ubuntu-wallpapers-zesty": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-zesty_22.04.4-0ubuntu1_all.deb",
+        "59ff25e26c06b1babb20e904fa511994a8487b8bf12d53f5048ba9e24c550ad2",
+    ),
+    "xubuntu-community-wallpapers-bionic": (
+        "pool/universe/x/xubuntu-community-artwork/xubuntu-community-wallpapers-bionic_22.04.0_all.deb",
+        "f02ca97910121571660cadca5a7802fadfbb6df719fa5bc4be812ae5304674d8",
+    ),
+    "xubuntu-community-wallpapers-focal": (
+        "pool/universe/x/xubuntu-community-artwork/xubuntu-community-wallpapers-focal_22.04.0_all.deb",
+        "02a97d11a78c81ccbd0021476f4c3df7bbaf97f2326664f1ee1ff953b0a4c890",
+    ),
+    "xubuntu-community-wallpapers-jammy": (
+        "pool/universe/x/xubuntu-community-artwork/xubuntu-community-wallpapers-jammy_22.04.0_all.deb",
+        "dbbe3e16f2ce381b07113bafda8354dd40e602dd482815cac8432e2b56a3ec7b",
+    ),
+    "xubuntu-community-wallpapers-trusty": (
+        "pool/universe/x/xubuntu-community-artwork/xubuntu-community-wallpapers-trusty_22.04.0_all.deb",
+        "7524125f9fcdcf09275d94ef305afe0c492d407152fb15b2784de735329a7de5",
+    ),
+    "xubuntu-community-wallpapers-xenial": (
+        "pool/universe/x/xubuntu-community-artwork/xubuntu-community-wallpapers-xenial_22.04.0_all.deb",
+        "35eb5566f61fbf159b8346a6c942db150de90ce5d4642013399ffb5cea54ae75",
+    ),
+}
+UBUNTU_PHOTO_DIRS = ("usr/share/backgrounds", "usr/share/xfce4/backdrops")
+# Every .jpg/.png of at least 1000 px on its short side in those folders is a photo, except these (picked by
+# looking at every one): renders, logos, abstract and painted art, and one copy of each duplicate pair.
+_UBUNTU_NOT_PHOTOS = """
+    Aardvark_Wallpaper_Grey_4096x2304.png Beaver_Wallpaper_Grey_4096x2304.png
+    Cuttlefish_Wallpaper_Grey_4096x2304.png Dingo_Wallpaper_Grey_4096x2304.png
+    Ermine_Wallpaper_Grey_4096x2304.png Focal-Fossa_WP_4096x2304_GREY.png Gorilla_Wallpaper_Grey_4096x2304.png
+    Hirsute-Hippo_WP_4096x2304_Grey.png Impish-Indri_WP_4096x2304_Grey.png
+    Jammy-Jellyfish_WP_4096x2304_Grey.png
+    Xerus_Wallpaper_Grey_4096x2304.png Yak_Wallpaper_Grey_4096x2304.png Zapus_Wallpaper_Grey_4096x2304.png
+    160818-rgrd-a1_by_pierre_cante.jpg Definitive_Light_Zen_Orange_by_Pierre_Cante.jpg
+    This_Is_Bionic_Beaver_by_Pierre_Cante.jpg Encounter_by_Lazardjin.jpg touch_de_vert_by_François_Cante.jpg
+    80s_Disco_Dingo_Simulation_by_Abubakar_NK.jpg Disco_Dingo_Alt_Default_by_Abubakar_NK.png
+    Ermine_lines_by_Gustavo_Brenner.png Flight_dive_by_Nicolas_Silva.png Ubuntu_80s_glitch_by_Abubakar_NK.jpg
+    Ubuntu_gel_by_Midge_Mantissa_Sinnaeve.jpg hardy_wallpaper_uhd.png
+    Abstract_Painting_Photo_by_Pierre_Châtel-Innocenti.jpg canvas_by_roytanck.jpg jj_dark_by_Hiking93.jpg
+    jj_light_by_Hiking93.jpg Aubergine_Sea_by_Wyatt_Kirby.jpg Tri_Narwhal_by_momez.jpg
+    Variations-On-Natty-Narwhal-1_by_madeinkobaia.jpg Stalking_Ocelot_by_Sayantan_Chaudhuri.jpg
+    Cacomixtle_Ubunteño_by_Carlos_and_Paula_Morales.jpg I_am_a_Saucy_Salamander..._by_Juan_Pablo_Lauriente.jpg
+    Saucy_Salamander_Abstract_by_José_Vera_alcivar.jpg Utopic_Unicorn__by_Bedis_ElAchКche.jpg
+    150305-cinqAA_by_Pierre_Cante.jpg Abstract_Ubuntu_by_Marek_Koteluk.jpg Blue_by_dariuskws.jpg
+    160218-deux-two_by_Pierre_Cante.jpg Black_hole_by_Marek_Koteluk.jpg ubuntu16_10_by_Khoir_Rudin.png
+    ubuntu_wallpaper_16_10_02_by_screen_name_007.jpg Passion_by_Vilia_Majere.jpg
+    there_is_something_human_in_that_stuff_by_Pierre_Cante.jpg
+    weathercock-black-white.jpg Kronach_leuchtet_2014_by_Brian_Fox.jpg
+"""
+UBUNTU_NOT_PHOTOS = frozenset(_UBUNTU_NOT_PHOTOS.split())
+
 
 def fetch(packages: list[str], workdir: Path) -> dict[str, Path]:
     """apt-get download + dpkg -x each package; returns package -> unpacked root."""
@@ -68,6 +254,35 @@ def fetch(packages: list[str], workdir: Path) -> dict[str, Path]:
         roots[pkg] = workdir / pkg
         subprocess.run(["dpkg", "-x", str(deb), str(roots[pkg])], check=True)
     return roots
+
+
+def fetch_pinned(packages: dict[str, tuple[str, str]], workdir: Path) -> dict[str, Path]:
+    """Download each .deb from the Ubuntu archive, check its pinned sha256, dpkg -x it; package -> root."""
+    roots = {}
+    for pkg, (pool_path, sha256) in packages.items():
+        deb = workdir / Path(pool_path).name
+        try:
+            urllib.request.urlretrieve(UBUNTU_ARCHIVE + pool_path, deb)
+        except OSError as e:
+            sys.exit(f"could not fetch {UBUNTU_ARCHIVE + pool_path} ({e})")
+        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+        if digest != sha256:
+            sys.exit(f"{deb.name}: sha256 {digest}, expected {sha256}; refusing it")
+        roots[pkg] = workdir / pkg
+        subprocess.run(["dpkg", "-x", str(deb), str(roots[pkg])], check=True)
+    return roots
+
+
+def thumbnail_signature(path: Path) -> np.ndarray:
+    """Unit-norm, zero-mean grey 64x64 thumbnail of the centre square: near 1 for two copies of a photo."""
+    with Image.open(path) as im:
+        im = im.convert("L")
+        w, h = im.size
+        side = min(w, h)
+        box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+        a = np.asarray(im.crop(box).resize((64, 64), Image.Resampling.BOX), np.float64).ravel()
+    a -= a.mean()
+    return a / (np.linalg.norm(a) + 1e-9)
 
 
 def save_photo(src: Path, dst_stem: Path, short_side: int) -> Path:
@@ -87,15 +302,50 @@ def save_photo(src: Path, dst_stem: Path, short_side: int) -> Path:
     return dst
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("data/demo"))
-    ap.add_argument(
-        "--short-side", type=int, default=1024, help="downscale to this short side; 0 keeps originals"
-    )
-    ap.add_argument("--val-every", type=int, default=5, help="every n-th photo (sorted by name) goes to val")
-    args = ap.parse_args()
+def build_more(out: Path, short_side: int, val_dir: Path) -> None:
+    """data/more/train: Ubuntu's contest photos, none of which resembles a validation photo."""
+    settings = {"debs": UBUNTU_DEBS, "not_photos": sorted(UBUNTU_NOT_PHOTOS), "short_side": short_side}
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        print(f"{out}: already built ({len(list((out / 'train').iterdir()))} train photos)")
+        return
+    stamp.unlink(missing_ok=True)
+    for sub in ("train", "COPYRIGHT"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
+    val_signatures = [thumbnail_signature(p) for p in sorted(val_dir.iterdir())]
+    rows = ["name\tsplit\tpackage\tpath_in_package\tsize"]
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = fetch_pinned(UBUNTU_DEBS, Path(tmp))
+        for pkg, root in roots.items():
+            shutil.copyfile(root / "usr/share/doc" / pkg / "copyright", out / "COPYRIGHT" / pkg)
+            release = pkg.rsplit("-", 1)[1]
+            for folder in UBUNTU_PHOTO_DIRS:
+                for src in sorted((root / folder).rglob("*")):
+                    if src.suffix.lower() not in (".jpg", ".png") or src.is_symlink() or not src.is_file():
+                        continue
+                    if src.name in UBUNTU_NOT_PHOTOS:
+                        continue
+                    with Image.open(src) as im:
+                        if min(im.size) < 1000:
+                            continue
+                    signature = thumbnail_signature(src)
+                    if any(float(signature @ v) > 0.95 for v in val_signatures):
+                        print(f"skipping {pkg}/{src.name}: it looks like a validation photo", file=sys.stderr)
+                        continue
+                    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem)
+                    dst = save_photo(src, out / "train" / f"{release}__{stem}", short_side)
+                    with Image.open(dst) as im:
+                        rel = src.relative_to(root).as_posix()
+                        rows.append(f"{dst.name}\ttrain\t{pkg}\t{rel}\t{im.width}x{im.height}")
+    (out / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
+    stamp.write_text(json.dumps(settings, indent=1) + "\n")
+    files = list((out / "train").iterdir())
+    mb = sum(f.stat().st_size for f in files) / 2**20
+    print(f"{out / 'train'}: {len(files)} photos, {mb:.0f} MiB (licences: {out / 'COPYRIGHT'})")
 
+
+def build_demo(args: argparse.Namespace) -> None:
     settings = {"sources": SOURCES, "short_side": args.short_side, "val_every": args.val_every}
     stamp = args.out / STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
@@ -132,6 +382,20 @@ def main() -> None:
         mb = sum(f.stat().st_size for f in files) / 2**20
         print(f"{args.out / split}: {len(files)} photos, {mb:.0f} MiB")
     print(f"licences: {args.out / 'COPYRIGHT'}, per-photo sources: {args.out / 'SOURCES.tsv'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("data/demo"))
+    ap.add_argument("--more-out", default="data/more", help="Ubuntu's photos (train only); '' skips them")
+    ap.add_argument(
+        "--short-side", type=int, default=1024, help="downscale to this short side; 0 keeps originals"
+    )
+    ap.add_argument("--val-every", type=int, default=5, help="every n-th photo (sorted by name) goes to val")
+    args = ap.parse_args()
+    build_demo(args)
+    if args.more_out:
+        build_more(Path(args.more_out), args.short_side, args.out / "val")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from training.data.degradations import (
     random_final_kernel,
     sinc_kernel,
 )
-from training.data.loader import CropDataset, DataConfig
+from training.data.loader import CropDataset, DataConfig, step_batches
 from training.data.valset import load_val_set, make_val_set
 
 skdata = pytest.importorskip("skimage.data")
@@ -323,3 +323,14 @@ def test_augment_rotates_and_permutes_colours_of_the_same_crop(tmp_path):
     assert {order for _, order in seen} == set(itertools.permutations(range(3)))
     with pytest.raises(ValueError, match="augment"):
         DataConfig(augment=["hue"]).validate()
+
+
+def test_batches_draw_from_every_training_folder(tmp_path):
+    """data.extra_train_dirs adds photos: a black folder and a white one both show up in the batches."""
+    for name, value in (("demo", 0), ("more", 255)):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (96, 96), (value,) * 3).save(tmp_path / name / f"{name}.png")
+    kw = dict(batch_size=8, crop_sizes=[32], seed=0, start=0, end=4)
+    means = torch.cat(list(step_batches([tmp_path / "demo", tmp_path / "more"], **kw))).mean(dim=(1, 2, 3))
+    assert set(means.tolist()) == {0.0, 1.0}
+    assert set(torch.cat(list(step_batches([tmp_path / "demo"], **kw))).unique().tolist()) == {0.0}

@@ -192,7 +192,7 @@ class Trainer:
         run stands, so batch `index` is the same whether or not the run was interrupted."""
         if self._hr_batches is None:
             self._hr_batches = step_batches(
-                data.train_dir,
+                [data.train_dir, *data.extra_train_dirs],
                 batch_size=data.batch_size,
                 crop_sizes=data.crop_sizes,
                 seed=self.run.seed,

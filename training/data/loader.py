@@ -26,6 +26,7 @@ _RGB_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 @dataclass
 class DataConfig:
     train_dir: str = "data/demo/train"
+    extra_train_dirs: list[str] = field(default_factory=list)  # more photos, train only (data/more/train)
     val_dir: str = "data/demo/val-realesrgan"
     crop_sizes: list[int] = field(default_factory=lambda: [64])  # HR crop side, one drawn per step
     # Photo scales, one drawn per crop: a crop at scale s covers size/s pixels of the photo, Lanczos-shrunk
@@ -147,7 +148,7 @@ class StepBatchSampler(Sampler):
 
 
 def step_batches(
-    root: str | Path,
+    roots: Sequence[str | Path],
     *,
     batch_size: int,
     crop_sizes: Sequence[int],
@@ -159,10 +160,10 @@ def step_batches(
     scales: Sequence[float] = (1.0,),
     augment: Sequence[str] = (),
 ) -> Iterator[torch.Tensor]:
-    """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1."""
-    files = scan_images(root)
+    """Iterate HR batches (B, 3, S, S) in [0, 1] for steps start..end-1, over the photos of all roots."""
+    files = [f for root in roots for f in scan_images(root)]
     if not files:
-        raise FileNotFoundError(f"no png/jpg/webp images under {root}")
+        raise FileNotFoundError(f"no png/jpg/webp images under {', '.join(map(str, roots))}")
     sampler = StepBatchSampler(len(files), batch_size, crop_sizes, seed, start, end, rank)
     loader = DataLoader(
         CropDataset(files, scales=scales, augment=augment),

@@ -163,9 +163,12 @@ def evaluate(
     max_images: int | None = None,
     threads: int = 2,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    per_image: Annotated[
+        bool, typer.Option(help="Also print PSNR-Y per photo and the gain over bicubic.")
+    ] = False,
 ) -> None:
     """Score bicubic, the teacher, students and exported graphs on the same (HR, LR) pairs."""
-    from training.evaluate import format_table, run_eval
+    from training.evaluate import format_per_image, format_table, run_eval
 
     results = run_eval(
         source,
@@ -180,6 +183,8 @@ def evaluate(
         json_out=json_out,
     )
     typer.echo(format_table(results))
+    if per_image:
+        typer.echo("\n" + format_per_image(results))
 
 
 @data_app.command("make-val")

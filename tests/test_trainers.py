@@ -215,3 +215,35 @@ def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     config = json.loads((workspace / "distill/model/config.json").read_text())
     assert config["components"]["unet"]["kwargs"]["noise_channels"] == 1
     assert config["meta"]["student_timesteps"] == [0, 1, 2, 3]
+
+
+def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_dir):
+    from typer.testing import CliRunner
+
+    from rsd.cli import app
+    from training.data.valset import load_val_set
+    from training.metrics import psnr_y
+    from training.validation import bicubic_up
+
+    out = workspace / "eval.json"
+    args = ["eval", str(workspace / "val"), "--teacher", str(teacher_dir), "--json", str(out), "--per-image"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["nfe"]) for r in results] == [
+        ("bicubic", 0),
+        ("teacher (4 steps)", 4),
+        ("teacher (one step)", 1),
+    ]
+    pairs = load_val_set(workspace / "val")
+    direct = [psnr_y(bicubic_up(p.lr).clamp(0, 1), p.hr) for p in pairs]
+    assert [s["name"] for s in results[0]["per_image"]] == [p.name for p in pairs]
+    assert [s["psnr_y"] for s in results[0]["per_image"]] == pytest.approx(direct)
+    for r in results:
+        assert r["psnr_y"] == pytest.approx(sum(s["psnr_y"] for s in r["per_image"]) / len(pairs))
+        assert r["lpips_alex"] >= 0 and r["dists"] >= 0 and r["seconds_per_image"] > 0
+    first = pairs[0].name
+    one_step = results[2]["per_image"][0]["psnr_y"]
+    assert f"{one_step:.2f} ({one_step - direct[0]:+.2f})" in next(
+        line for line in result.output.splitlines() if line.startswith(first[:36])
+    )

@@ -90,13 +90,14 @@ def evaluate(rows: list[Row], pairs, device: torch.device) -> list[dict]:
             a, b = sr[None].to(device), pair.hr[None].to(device)
             scores.append(
                 {
+                    "name": pair.name,
                     "psnr_y": psnr_y(sr, pair.hr),
                     "ssim_y": ssim_y(sr, pair.hr),
                     "lpips_alex": float(lpips(a * 2 - 1, b * 2 - 1)),
                     "dists": float(dists(a, b)),
                 }
             )
-        summary = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        summary = {k: float(np.mean([s[k] for s in scores])) for k in scores[0] if k != "name"}
         results.append(
             {
                 "model": row.name,
@@ -104,6 +105,7 @@ def evaluate(rows: list[Row], pairs, device: torch.device) -> list[dict]:
                 **summary,
                 "seconds_per_image": float(np.mean(seconds)),
                 "images": len(pairs),
+                "per_image": scores,
             }
         )
     return results
@@ -117,6 +119,21 @@ def format_table(results: list[dict]) -> str:
             f"{r['model']:<34} {r['nfe']:>4} {r['psnr_y']:>7.2f} {r['ssim_y']:>7.4f} {r['lpips_alex']:>7.4f} "
             f"{r['dists']:>7.4f} {r['seconds_per_image']:>7.3f}"
         )
+    return "\n".join(lines)
+
+
+def format_per_image(results: list[dict]) -> str:
+    """PSNR-Y of every photo and model, and each model's gain over the first row (bicubic): a mean over a
+    few photos can hide a large loss on some of them behind a large gain on one."""
+    base = {s["name"]: s["psnr_y"] for s in results[0]["per_image"]}
+    header = f"{'photo':<36}" + "".join(f" {r['model'][:22]:>22}" for r in results)
+    lines = [header, "-" * len(header)]
+    for name, reference in base.items():
+        cells = []
+        for r in results:
+            score = next(s["psnr_y"] for s in r["per_image"] if s["name"] == name)
+            cells.append(f"{score:.2f}" if r is results[0] else f"{score:.2f} ({score - reference:+.2f})")
+        lines.append(f"{name[:36]:<36}" + "".join(f" {c:>22}" for c in cells))
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ class DataConfig:
     # to size. Real-ESRGAN trains on such a multi-scale copy of DF2K (1, 0.75, 0.5, 1/3): more views of
     # few photos. [1.0] = plain crops.
     scales: list[float] = field(default_factory=lambda: [1.0])
-    # Extra views of every crop, each drawn per crop. Off, a crop is only mirrored left-right (as Real-ESRGAN).
+    # Extra views of every crop, drawn per crop. Off, a crop is only mirrored left-right (as Real-ESRGAN).
     # "rot90": any of the 8 rotations and mirrorings; "rgb_permute": one of the 6 orders of the colour
     # channels (an orange forest becomes a blue or a green one): new colours for few photos.
     augment: list[str] = field(default_factory=list)

@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-python scripts/demo_data.py  # data/demo and data/more; does nothing once they are built
+[ -d data/demo/train ] || python scripts/demo_data.py
 [ -f data/demo/val-bicubic/manifest.json ] ||
   rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode bicubic --seed 0 --overwrite
 [ -f data/demo/val-realesrgan/manifest.json ] ||

@@ -1,6 +1,6 @@
 """Build the real-photo sets (data/demo, data/more) from Debian and Ubuntu wallpaper packages.
 
-    python scripts/demo_data.py [--out data/demo] [--more-out data/more] [--short-side 1024] [--val-every 5]
+    python scripts/demo_data.py [--out data/demo] [--short-side 1024] [--val-every 5] [--more-out data/more]
 
 The packages are fetched with `apt-get download` and unpacked with `dpkg -x` into a temporary folder: no
 root, no install. Only the photographs are kept (the packages also ship vector and abstract art); they are
@@ -20,7 +20,8 @@ from 9.10 to 22.04 (CC-BY / CC-BY-SA, see COPYRIGHT/), 339 scenes where data/dem
 Debian, so each .deb is fetched from the Ubuntu archive by URL and checked against the sha256 pinned below
 (from the jammy Packages index), then unpacked with `dpkg -x` like the others. All of them go to train: the
 validation photos stay data/demo/val, so every number measured on them stays comparable, and a photo that
-looks like one of them (grey 64x64 thumbnails correlated above 0.95) is refused. `--more-out ''` skips it.
+looks like one of them (grey 64x64 thumbnails correlated above 0.95) is refused. Built only with
+`--more-out data/more` (about 420 MB of packages): the default model does not use it (docs/training.md).
 """
 
 from __future__ import annotations
@@ -305,6 +306,7 @@ def save_photo(src: Path, dst_stem: Path, short_side: int) -> Path:
 def build_more(out: Path, short_side: int, val_dir: Path) -> None:
     """data/more/train: Ubuntu's contest photos, none of which resembles a validation photo."""
     settings = {"debs": UBUNTU_DEBS, "not_photos": sorted(UBUNTU_NOT_PHOTOS), "short_side": short_side}
+    settings = json.loads(json.dumps(settings))  # as the stamp reads back (lists, not tuples)
     stamp = out / STAMP
     if stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"{out}: already built ({len(list((out / 'train').iterdir()))} train photos)")
@@ -387,7 +389,7 @@ def build_demo(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("data/demo"))
-    ap.add_argument("--more-out", default="data/more", help="Ubuntu's photos (train only); '' skips them")
+    ap.add_argument("--more-out", default="", help="also build Ubuntu's photos (train only) here: data/more")
     ap.add_argument(
         "--short-side", type=int, default=1024, help="downscale to this short side; 0 keeps originals"
     )

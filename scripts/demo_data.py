@@ -241,6 +241,12 @@ _UBUNTU_NOT_PHOTOS = """
 UBUNTU_NOT_PHOTOS = frozenset(_UBUNTU_NOT_PHOTOS.split())
 
 
+def unpack(deb: Path, root: Path) -> Path:
+    """`dpkg -x` a package into root (no root rights, nothing installed)."""
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    return root
+
+
 def fetch(packages: list[str], workdir: Path) -> dict[str, Path]:
     """apt-get download + dpkg -x each package; returns package -> unpacked root."""
     try:
@@ -249,12 +255,7 @@ def fetch(packages: list[str], workdir: Path) -> dict[str, Path]:
         sys.exit(
             f"apt-get download failed ({e}); this needs Debian/Ubuntu with package lists (apt-get update)"
         )
-    roots = {}
-    for pkg in packages:
-        (deb,) = workdir.glob(f"{pkg}_*.deb")
-        roots[pkg] = workdir / pkg
-        subprocess.run(["dpkg", "-x", str(deb), str(roots[pkg])], check=True)
-    return roots
+    return {pkg: unpack(next(workdir.glob(f"{pkg}_*.deb")), workdir / pkg) for pkg in packages}
 
 
 def fetch_pinned(packages: dict[str, tuple[str, str]], workdir: Path) -> dict[str, Path]:
@@ -269,8 +270,7 @@ def fetch_pinned(packages: dict[str, tuple[str, str]], workdir: Path) -> dict[st
         digest = hashlib.sha256(deb.read_bytes()).hexdigest()
         if digest != sha256:
             sys.exit(f"{deb.name}: sha256 {digest}, expected {sha256}; refusing it")
-        roots[pkg] = workdir / pkg
-        subprocess.run(["dpkg", "-x", str(deb), str(roots[pkg])], check=True)
+        roots[pkg] = unpack(deb, workdir / pkg)
     return roots
 
 
@@ -303,20 +303,38 @@ def save_photo(src: Path, dst_stem: Path, short_side: int) -> Path:
     return dst
 
 
+def start_build(out: Path, settings: dict, subdirs: tuple[str, ...]) -> bool:
+    """False when `out` was completely built with these settings; else empties its subdirs for a rebuild."""
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(settings)):
+        return False
+    stamp.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
+    for sub in subdirs:
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
+    return True
+
+
+def source_row(dst: Path, split: str, pkg: str, rel: str) -> str:
+    """One SOURCES.tsv line: the saved photo, its split, and where in which package it came from."""
+    with Image.open(dst) as im:
+        return f"{dst.name}\t{split}\t{pkg}\t{rel}\t{im.width}x{im.height}"
+
+
+def finish_build(out: Path, settings: dict, rows: list[str]) -> None:
+    """SOURCES.tsv, then the stamp that marks `out` complete."""
+    (out / "SOURCES.tsv").write_text("\n".join(["name\tsplit\tpackage\tpath_in_package\tsize", *rows]) + "\n")
+    (out / STAMP).write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def build_more(out: Path, short_side: int, val_dir: Path) -> None:
     """data/more/train: Ubuntu's contest photos, none of which resembles a validation photo."""
     settings = {"debs": UBUNTU_DEBS, "not_photos": sorted(UBUNTU_NOT_PHOTOS), "short_side": short_side}
-    settings = json.loads(json.dumps(settings))  # as the stamp reads back (lists, not tuples)
-    stamp = out / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+    if not start_build(out, settings, ("train", "COPYRIGHT")):
         print(f"{out}: already built ({len(list((out / 'train').iterdir()))} train photos)")
         return
-    stamp.unlink(missing_ok=True)
-    for sub in ("train", "COPYRIGHT"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-        (out / sub).mkdir(parents=True)
     val_signatures = [thumbnail_signature(p) for p in sorted(val_dir.iterdir())]
-    rows = ["name\tsplit\tpackage\tpath_in_package\tsize"]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         roots = fetch_pinned(UBUNTU_DEBS, Path(tmp))
         for pkg, root in roots.items():
@@ -337,34 +355,26 @@ def build_more(out: Path, short_side: int, val_dir: Path) -> None:
                         continue
                     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem)
                     dst = save_photo(src, out / "train" / f"{release}__{stem}", short_side)
-                    with Image.open(dst) as im:
-                        rel = src.relative_to(root).as_posix()
-                        rows.append(f"{dst.name}\ttrain\t{pkg}\t{rel}\t{im.width}x{im.height}")
-    (out / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
-    stamp.write_text(json.dumps(settings, indent=1) + "\n")
+                    rows.append(source_row(dst, "train", pkg, src.relative_to(root).as_posix()))
+    finish_build(out, settings, rows)
     files = list((out / "train").iterdir())
     mb = sum(f.stat().st_size for f in files) / 2**20
     print(f"{out / 'train'}: {len(files)} photos, {mb:.0f} MiB (licences: {out / 'COPYRIGHT'})")
 
 
-def build_demo(args: argparse.Namespace) -> None:
-    settings = {"sources": SOURCES, "short_side": args.short_side, "val_every": args.val_every}
-    stamp = args.out / STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        n_train, n_val = (len(list((args.out / s).iterdir())) for s in ("train", "val"))
-        print(f"{args.out}: already built ({n_train} train, {n_val} val photos)")
+def build_demo(out: Path, short_side: int, val_every: int) -> None:
+    """data/demo/{train,val}: the Debian packages' photos, every `val_every`-th by name to val."""
+    settings = {"sources": SOURCES, "short_side": short_side, "val_every": val_every}
+    if not start_build(out, settings, ("train", "val", "COPYRIGHT")):
+        n_train, n_val = (len(list((out / s).iterdir())) for s in ("train", "val"))
+        print(f"{out}: already built ({n_train} train, {n_val} val photos)")
         return
-    stamp.unlink(missing_ok=True)  # an interrupted rebuild must not look complete
-    for sub in ("train", "val", "COPYRIGHT"):
-        shutil.rmtree(args.out / sub, ignore_errors=True)
-        (args.out / sub).mkdir(parents=True)
-
-    rows = ["name\tsplit\tpackage\tpath_in_package\tsize"]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         roots = fetch(list(SOURCES), Path(tmp))
         photos = []  # (name, package, path in package, file)
         for pkg, files in SOURCES.items():
-            shutil.copyfile(roots[pkg] / "usr/share/doc" / pkg / "copyright", args.out / "COPYRIGHT" / pkg)
+            shutil.copyfile(roots[pkg] / "usr/share/doc" / pkg / "copyright", out / "COPYRIGHT" / pkg)
             for name, rel in files.items():
                 if (roots[pkg] / rel).is_file():
                     photos.append((name, pkg, rel, roots[pkg] / rel))
@@ -372,18 +382,16 @@ def build_demo(args: argparse.Namespace) -> None:
                     print(f"warning: {pkg} has no {rel} (package changed?); skipped", file=sys.stderr)
         photos.sort(key=lambda p: p[0].lower())
         for i, (name, pkg, rel, src) in enumerate(photos):
-            split = "val" if i % args.val_every == 0 else "train"
-            dst = save_photo(src, args.out / split / name, args.short_side)
-            with Image.open(dst) as im:
-                rows.append(f"{dst.name}\t{split}\t{pkg}\t{rel}\t{im.width}x{im.height}")
-    (args.out / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
-    stamp.write_text(json.dumps(settings, indent=1) + "\n")
+            split = "val" if i % val_every == 0 else "train"
+            dst = save_photo(src, out / split / name, short_side)
+            rows.append(source_row(dst, split, pkg, rel))
+    finish_build(out, settings, rows)
 
     for split in ("train", "val"):
-        files = list((args.out / split).iterdir())
+        files = list((out / split).iterdir())
         mb = sum(f.stat().st_size for f in files) / 2**20
-        print(f"{args.out / split}: {len(files)} photos, {mb:.0f} MiB")
-    print(f"licences: {args.out / 'COPYRIGHT'}, per-photo sources: {args.out / 'SOURCES.tsv'}")
+        print(f"{out / split}: {len(files)} photos, {mb:.0f} MiB")
+    print(f"licences: {out / 'COPYRIGHT'}, per-photo sources: {out / 'SOURCES.tsv'}")
 
 
 def main() -> None:
@@ -395,7 +403,7 @@ def main() -> None:
     )
     ap.add_argument("--val-every", type=int, default=5, help="every n-th photo (sorted by name) goes to val")
     args = ap.parse_args()
-    build_demo(args)
+    build_demo(args.out, args.short_side, args.val_every)
     if args.more_out:
         build_more(Path(args.more_out), args.short_side, args.out / "val")
 

@@ -125,15 +125,14 @@ def format_table(results: list[dict]) -> str:
 def format_per_image(results: list[dict]) -> str:
     """PSNR-Y of every photo and model, and each model's gain over the first row (bicubic): a mean over a
     few photos can hide a large loss on some of them behind a large gain on one."""
-    base = {s["name"]: s["psnr_y"] for s in results[0]["per_image"]}
     header = f"{'photo':<36}" + "".join(f" {r['model'][:26]:>26}" for r in results)
     lines = [header, "-" * len(header)]
-    for name, reference in base.items():
-        cells = []
-        for r in results:
-            score = next(s["psnr_y"] for s in r["per_image"] if s["name"] == name)
-            cells.append(f"{score:.2f}" if r is results[0] else f"{score:.2f} ({score - reference:+.2f})")
-        lines.append(f"{name[:36]:<36}" + "".join(f" {c:>26}" for c in cells))
+    for i, base in enumerate(results[0]["per_image"]):  # every row scored the same pairs, in order
+        cells = [f"{base['psnr_y']:.2f}"]
+        for r in results[1:]:
+            score = r["per_image"][i]["psnr_y"]
+            cells.append(f"{score:.2f} ({score - base['psnr_y']:+.2f})")
+        lines.append(f"{base['name'][:36]:<36}" + "".join(f" {c:>26}" for c in cells))
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 
     python scripts/model_card.py models/default
 
-Reads `eval.json` (from `rsd eval`), the stage configs under runs/tiny-x4/*/config.json and the steps and
+Reads `eval.json` (from `rsd eval`), the stage configs as each run recorded them (`run.out_dir`/config.json) and the steps and
 CPU time each stage recorded in its model directory; nothing in the card is typed by hand.
 """
 
@@ -14,25 +14,25 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# stage -> (config, command); each stage's run directory is its config's `run.out_dir`.
 STAGES = {
-    "autoencoder": ("runs/tiny-x4/autoencoder", "configs/tiny-x4/autoencoder.yaml", "rsd train autoencoder"),
-    "teacher": ("runs/tiny-x4/teacher", "configs/tiny-x4/teacher.yaml", "rsd train teacher"),
-    "distill": ("runs/tiny-x4/distill", "configs/tiny-x4/distill.yaml", "rsd train distill"),
-    "autoencoder-slim": (
-        "runs/tiny-x4/autoencoder-slim",
-        "configs/tiny-x4/autoencoder-slim.yaml",
-        "rsd train autoencoder",
-    ),
+    "autoencoder": ("configs/tiny-x4/autoencoder.yaml", "rsd train autoencoder"),
+    "teacher": ("configs/tiny-x4/teacher.yaml", "rsd train teacher"),
+    "distill": ("configs/tiny-x4/distill.yaml", "rsd train distill"),
+    "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
 }
 
 
-def stage_record(run_dir: Path, config_file: str, command: str) -> dict:
+def stage_record(config_file: str, command: str) -> dict:
     """Steps and CPU time as the stage's exported model directory recorded them (checkpoints not needed)."""
+    run_dir = REPO / yaml.safe_load((REPO / config_file).read_text())["run"]["out_dir"]
     meta = json.loads((run_dir / "model" / "config.json").read_text())["meta"]
     return {
         "command": f"{command} --config {config_file}",
+        "run_dir": str(run_dir.relative_to(REPO)),
         "steps": int(meta["step"]),
         "cpu_hours": round(float(meta["cpu_seconds"]) / 3600, 3),
         "config": json.loads((run_dir / "config.json").read_text()),
@@ -41,7 +41,7 @@ def stage_record(run_dir: Path, config_file: str, command: str) -> dict:
 
 def main(out_dir: Path) -> None:
     evaluation = json.loads((out_dir / "eval.json").read_text())
-    stages = {name: stage_record(REPO / run, cfg, cmd) for name, (run, cfg, cmd) in STAGES.items()}
+    stages = {name: stage_record(cfg, cmd) for name, (cfg, cmd) in STAGES.items()}
     card = {
         "name": "rsd-tiny-x4",
         "task": "x4 real-world super-resolution, one step (RSD student of a ResShift teacher)",

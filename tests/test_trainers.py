@@ -217,6 +217,70 @@ def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     assert config["meta"]["student_timesteps"] == [0, 1, 2, 3]
 
 
+@pytest.fixture(scope="module")
+def one_step_dir(workspace, autoencoder_dir, teacher_dir):
+    """The teacher fine-tuned on its one-step prediction only (`timesteps=[T-1]`)."""
+    overrides = [
+        *common_overrides(workspace, "one_step"),
+        f"autoencoder={autoencoder_dir}",
+        f"init_unet={teacher_dir}",
+        f"model={json.dumps(UNET_MODEL)}",
+        "schedule=v3",
+        "timesteps=[3]",
+        "val_steps=one",
+        "data.crop_sizes=[32]",
+        "run.steps=1",
+        "run.val_every=1",
+    ]
+    cfg = load_config(TeacherTrainConfig, None, overrides)
+    trainer = TeacherTrainer(cfg, cfg.run)
+    trainer.build()
+    drawn = trainer.draw_timesteps(64, torch.Generator().manual_seed(0))
+    assert drawn.tolist() == [3] * 64
+    trainer.fit()
+    return workspace / "one_step" / "model"
+
+
+def test_one_step_run_trains_only_the_named_timesteps(workspace, one_step_dir):
+    config = json.loads((one_step_dir / "config.json").read_text())
+    assert config["meta"]["timesteps"] == [3]
+    overrides = [*common_overrides(workspace, "bad_t"), f"model={json.dumps(UNET_MODEL)}", "schedule=v3"]
+    cfg = load_config(TeacherTrainConfig, None, [*overrides, "timesteps=[4]"])
+    with pytest.raises(ValueError, match=r"must lie in 0..3"):
+        TeacherTrainer(cfg, cfg.run).build()
+
+
+def test_distill_student_starts_from_student_init_and_logs_the_mse_term(workspace, teacher_dir, one_step_dir):
+    overrides = [
+        *common_overrides(workspace, "distill_init"),
+        f"teacher={teacher_dir}",
+        f"student_init={one_step_dir}",
+        "fake_updates=1",
+        "loss.mse=5",
+        "data.crop_sizes=[32]",
+        "run.steps=1",
+        "run.val_every=1000",
+    ]
+    cfg = load_config(DistillTrainConfig, None, overrides)
+    trainer = DistillTrainer(cfg, cfg.run)
+    trainer.build()
+    start, teacher = load_file(one_step_dir / "unet.safetensors"), load_file(teacher_dir / "unet.safetensors")
+    student = trainer.modules["student"].state_dict()
+    differs = [k for k in start if not torch.equal(start[k], teacher[k])]
+    assert differs and all(torch.equal(student[k], start[k]) for k in differs if student[k].shape == start[k].shape)
+    assert all(torch.equal(v, teacher[k]) for k, v in trainer.teacher.state_dict().items())
+    trainer.fit()
+    log = [json.loads(line) for line in (workspace / "distill_init/log.jsonl").read_text().splitlines()]
+    assert log[0]["mse"] > 0
+    other_schedule = shutil.copytree(one_step_dir, workspace / "one_step_kappa1")
+    config = json.loads((other_schedule / "config.json").read_text())
+    config["diffusion"]["kappa"] = 1.0
+    (other_schedule / "config.json").write_text(json.dumps(config))
+    mismatched = load_config(DistillTrainConfig, None, [*overrides, f"student_init={other_schedule}"])
+    with pytest.raises(ValueError, match="differs from the teacher"):
+        DistillTrainer(mismatched, mismatched.run).build()
+
+
 def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_dir):
     from typer.testing import CliRunner
 
@@ -247,3 +311,33 @@ def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_di
     assert f"{one_step:.2f} ({one_step - direct[0]:+.2f})" in next(
         line for line in result.output.splitlines() if line.startswith(first[:36])
     )
+
+
+def test_sampler_trajectory_runs_from_the_one_step_to_the_T_step_result(workspace, teacher_dir):
+    import importlib.util
+
+    from training.checkpoint import load_model_dir
+    from training.data.valset import load_val_set
+    from training.metrics import psnr_y
+    from training.pipeline import SRPipeline
+
+    spec = importlib.util.spec_from_file_location("sampler_trajectory", REPO / "scripts/sampler_trajectory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bundle = load_model_dir(teacher_dir)
+    pipe = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule).eval()
+    pair = load_val_set(workspace / "val")[0]
+    scores = script.trajectory(pipe, pair.lr, pair.hr, noise_scale=1.0, seed=5)
+    assert len(scores) == bundle.schedule.num_timesteps
+
+    def score(z0):
+        return psnr_y((bundle.autoencoder.decode(z0).clamp(-1, 1)[0] + 1) / 2, pair.hr)
+
+    lq = pair.lr[None] * 2 - 1
+    z_y = pipe.encode_lr(lq)
+    generator = torch.Generator().manual_seed(5)
+    prior = torch.randn(z_y.shape, generator=generator)
+    with torch.no_grad():
+        assert scores[0] == pytest.approx(score(pipe.one_step_latent(lq, prior)), abs=1e-4)
+        sampled = bundle.schedule.sample(pipe.denoise, z_y, lq, prior, generator=generator)
+    assert scores[-1] == pytest.approx(score(sampled), abs=1e-4)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.checkpoint import load_model_dir, save_model_dir
+from training.checkpoint import ModelBundle, load_model_dir, save_model_dir
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
 from training.data.loader import DataConfig
 from training.data.valset import load_val_set
@@ -41,6 +41,9 @@ from training.validation import score_pipeline
 class DistillLossConfig:
     lpips: float = 2.0  # lambda1, LPIPS-alex on the decoded one-step output
     gan: float = 3e-3  # lambda2, both in the fake/D step and the student step
+    # Not in the paper (0 = off): ||G(x_T) - z_0||^2 on the one-step latent, the teacher's own regression
+    # loss at t = T, to hold the student's PSNR against the sharpening of the other terms.
+    mse: float = 0.0
     sid_normalization: bool = True
     stop_gradient: bool = False  # True = detach f* and f_phi (the VSD-like ablation)
 
@@ -48,6 +51,9 @@ class DistillLossConfig:
 @dataclass
 class DistillTrainConfig:
     teacher: str = "runs/tiny-x4/teacher/model"  # model directory: teacher UNet + autoencoder + schedule
+    # Optional model directory to build the student from instead of the teacher (same UNet and schedule),
+    # e.g. the teacher fine-tuned on its one-step prediction (`rsd train teacher timesteps=[T-1]`).
+    student_init: str = ""
     noise_channels: int = 1
     fake_updates: int = 5  # K
     multistep: int = 4  # N
@@ -99,7 +105,7 @@ class DistillTrainer(Trainer):
             )
         self._say(f"student timesteps (0-based): {self.timesteps}")
 
-        student = build_student(self.teacher, cfg.noise_channels).requires_grad_(True).train()
+        student = build_student(self.student_start(bundle), cfg.noise_channels).requires_grad_(True).train()
         fake = copy.deepcopy(self.teacher).requires_grad_(True).train()
         head = BottleneckHead(fake.bottleneck_channels, cfg.gan_head_width).to(self.device)
         self.modules.update(student=student, fake=fake, gan_head=head)
@@ -113,6 +119,19 @@ class DistillTrainer(Trainer):
             **self.teacher_config["components"]["unet"]["kwargs"],
             "noise_channels": cfg.noise_channels,
         }
+
+    def student_start(self, teacher: ModelBundle) -> nn.Module:
+        """The network the student copies: the teacher, or `student_init` checked against it."""
+        if not self.cfg.student_init:
+            return self.teacher
+        init = load_model_dir(self.cfg.student_init, self.device)
+        for part in ("diffusion", "components"):
+            mine, theirs = init.config[part], teacher.config[part]
+            if part == "components":
+                mine, theirs = mine["unet"]["kwargs"], theirs["unet"]["kwargs"]
+            if mine != theirs:
+                raise ValueError(f"student_init {self.cfg.student_init} differs from the teacher in its {part}")
+        return init.unet.requires_grad_(False).eval()
 
     # -- data ------------------------------------------------------------------------------------
     def _randn(
@@ -220,6 +239,10 @@ class DistillTrainer(Trainer):
                     lp = self.lpips(decoded.float(), s.hr.float()).mean()
                     loss = loss + loss_cfg.lpips * lp
                     stats["lpips"] = lp.item()
+                if loss_cfg.mse > 0:
+                    mse = (x0_one.float() - s.z0.float()).pow(2).mean()
+                    loss = loss + loss_cfg.mse * mse
+                    stats["mse"] = mse.item()
                 if loss_cfg.gan > 0:
                     loss_g = gan_generator_loss(self._logits(fake, head, x0_hat, s.lq).float())
                     loss = loss + loss_cfg.gan * loss_g

@@ -4,26 +4,35 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-[ -d data/demo/train ] || python scripts/demo_data.py
+# data/demo (30 train + 8 validation photos) and data/more (339 more training photos); each builds once.
+python scripts/demo_data.py --more-out data/more
 [ -f data/demo/val-bicubic/manifest.json ] ||
   rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode bicubic --seed 0 --overwrite
 [ -f data/demo/val-realesrgan/manifest.json ] ||
   rsd data make-val --src data/demo/val --out data/demo/val-realesrgan --mode realesrgan --seed 0 --overwrite
 
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
+# The committed teacher: a 2000-step cosine, then resumed on the config's 3500-step one.
+nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.steps=2000 run.progress=false
 nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.progress=false
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
+
+# Each stage's run directory, as its config names it.
+out_dir() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['out_dir'])" "$1"; }
+TEACHER=$(out_dir configs/tiny-x4/teacher.yaml)/model
+STUDENT=$(out_dir configs/tiny-x4/distill.yaml)/model
+SLIM_AUTOENCODER=$(out_dir configs/tiny-x4/autoencoder-slim.yaml)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space). Its graph takes 128x128 LR tiles: a 128x128 photo
 # is one call, and without the attention a tile's cost is linear in its area.
 mkdir -p models/default
 rm -rf models/default/student
-python -c "import torch; from training.checkpoint import copy_model_dir as c
-c('runs/tiny-x4/distill/model', 'models/default/student', unet_dtype=torch.float16,
-  autoencoder_from='runs/tiny-x4/autoencoder-slim/model')"
+python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
+c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
+  "$STUDENT" "$SLIM_AUTOENCODER"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
-rsd eval data/demo/val-realesrgan --teacher runs/tiny-x4/teacher/model --student runs/tiny-x4/distill/model \
+rsd eval data/demo/val-realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
 python scripts/model_card.py models/default

@@ -46,7 +46,9 @@ def main(out_dir: Path) -> None:
         "name": "rsd-tiny-x4",
         "task": "x4 real-world super-resolution, one step (RSD student of a ResShift teacher)",
         "data": "data/demo: photographs from Debian wallpaper packages (scripts/demo_data.py; licences in "
-        "data/demo/COPYRIGHT), split by photo; validation = data/demo/val-realesrgan (seed 0)",
+        "data/demo/COPYRIGHT), split by photo; teacher and distillation also train on data/more (339 photos "
+        "from Ubuntu wallpaper packages, `scripts/demo_data.py --more-out data/more`; licences in "
+        "data/more/COPYRIGHT); validation = data/demo/val-realesrgan (seed 0)",
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
@@ -75,7 +77,8 @@ def main(out_dir: Path) -> None:
         "",
         f"Evaluation (`rsd eval`, {evaluation['mode']} LR, seed {evaluation['seed']}, "
         f"{evaluation['results'][0]['images']} images, {evaluation['threads']} threads; "
-        "`student distill/model` is the student on the autoencoder stage's autoencoder):",
+        f"`student {Path(stages['distill']['run_dir']).name}/model` is the student on the autoencoder "
+        "stage's autoencoder):",
         "",
         "| model | NFE | PSNR-Y | SSIM-Y | LPIPS-alex | DISTS | s / image |",
         "|---|---|---|---|---|---|---|",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.checkpoint import ModelBundle, load_model_dir, save_model_dir
+from training.checkpoint import load_model_dir, save_model_dir
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
 from training.data.loader import DataConfig
 from training.data.valset import load_val_set
@@ -50,10 +50,7 @@ class DistillLossConfig:
 
 @dataclass
 class DistillTrainConfig:
-    teacher: str = "runs/tiny-x4/teacher/model"  # model directory: teacher UNet + autoencoder + schedule
-    # Optional model directory to build the student from instead of the teacher (same UNet and schedule),
-    # e.g. the teacher fine-tuned on its one-step prediction (`rsd train teacher timesteps=[T-1]`).
-    student_init: str = ""
+    teacher: str = "runs/tiny-x4/teacher-more-long/model"  # model directory: teacher UNet + autoencoder + schedule
     noise_channels: int = 1
     fake_updates: int = 5  # K
     multistep: int = 4  # N
@@ -105,7 +102,7 @@ class DistillTrainer(Trainer):
             )
         self._say(f"student timesteps (0-based): {self.timesteps}")
 
-        student = build_student(self.student_start(bundle), cfg.noise_channels).requires_grad_(True).train()
+        student = build_student(self.teacher, cfg.noise_channels).requires_grad_(True).train()
         fake = copy.deepcopy(self.teacher).requires_grad_(True).train()
         head = BottleneckHead(fake.bottleneck_channels, cfg.gan_head_width).to(self.device)
         self.modules.update(student=student, fake=fake, gan_head=head)
@@ -119,19 +116,6 @@ class DistillTrainer(Trainer):
             **self.teacher_config["components"]["unet"]["kwargs"],
             "noise_channels": cfg.noise_channels,
         }
-
-    def student_start(self, teacher: ModelBundle) -> nn.Module:
-        """The network the student copies: the teacher, or `student_init` checked against it."""
-        if not self.cfg.student_init:
-            return self.teacher
-        init = load_model_dir(self.cfg.student_init, self.device)
-        for part in ("diffusion", "components"):
-            mine, theirs = init.config[part], teacher.config[part]
-            if part == "components":
-                mine, theirs = mine["unet"]["kwargs"], theirs["unet"]["kwargs"]
-            if mine != theirs:
-                raise ValueError(f"student_init {self.cfg.student_init} differs from the teacher in its {part}")
-        return init.unet.requires_grad_(False).eval()
 
     # -- data ------------------------------------------------------------------------------------
     def _randn(

@@ -48,9 +48,6 @@ class TeacherTrainConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=16))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=200))
     loss: TeacherLossConfig = field(default_factory=TeacherLossConfig)
-    # 0-based timesteps to train (empty = all, the ResShift objective). [T-1] trains only the one-step
-    # prediction: a student's starting point (`rsd train distill student_init=...`), not a teacher.
-    timesteps: list[int] = field(default_factory=list)
     val_steps: str = "full"  # full (T steps) or one
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/teacher"))
 
@@ -64,8 +61,6 @@ class TeacherTrainer(Trainer):
         self.unet_kwargs = {**preset["unet"], **cfg.model}
         self.schedule_cfg = ScheduleConfig(**preset["diffusion"])
         self.schedule = ResShiftSchedule(self.schedule_cfg)
-        if any(not 0 <= t < self.schedule.num_timesteps for t in cfg.timesteps):
-            raise ValueError(f"timesteps {cfg.timesteps} must lie in 0..{self.schedule.num_timesteps - 1}")
         bundle = load_model_dir(cfg.autoencoder, self.device)
         self.autoencoder = bundle.autoencoder.requires_grad_(False).eval()
         self.autoencoder_kwargs = bundle.config["components"]["autoencoder"]["kwargs"]
@@ -85,14 +80,6 @@ class TeacherTrainer(Trainer):
         self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
         self.lpips = LPIPS(cfg.loss.lpips_net).to(self.device) if cfg.loss.lpips > 0 else None
 
-    def draw_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """t uniform over all T steps, or over `timesteps` when the config names some."""
-        device = generator.device
-        if not self.cfg.timesteps:
-            return torch.randint(self.schedule.num_timesteps, (batch,), generator=generator, device=device)
-        choices = torch.tensor(self.cfg.timesteps, device=device)
-        return choices[torch.randint(len(choices), (batch,), generator=generator, device=device)]
-
     def denoise(self, x, t, lq):
         return self.ddp_unet(x, t, lq=lq)
 
@@ -105,7 +92,7 @@ class TeacherTrainer(Trainer):
             z0 = self.autoencoder.encode(hr).float()
             z_y = encode_lr(self.autoencoder, lq).float()
         b = hr.shape[0]
-        t = self.draw_timesteps(b, generator)
+        t = torch.randint(self.schedule.num_timesteps, (b,), generator=generator, device=generator.device)
         noise = torch.randn(z0.shape, generator=generator, device=generator.device)
         with self.autocast():
             per_sample, x0_pred = self.schedule.training_loss(self.denoise, z0, z_y, lq, t, noise)
@@ -144,7 +131,6 @@ class TeacherTrainer(Trainer):
             schedule=self.schedule_cfg,
             meta={
                 "stage": "teacher",
-                "timesteps": self.cfg.timesteps or "all",
                 "step": self.step,
                 "cpu_seconds": self.cpu_seconds,
                 "preset": self.cfg.preset,

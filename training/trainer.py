@@ -334,7 +334,7 @@ class Trainer:
         if resume is not None:
             self.load_checkpoint(resume)
             self._say(f"resumed from {resume} at step {self.step}")
-        if self.is_main:
+        if self.is_main and self.step < self.run.steps:  # a finished run keeps the config it ran with
             (self.out_dir / "config.json").write_text(json.dumps(to_dict(self.cfg), indent=2, default=str))
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = self._install_signal_handlers() if in_main_thread else {}

@@ -45,7 +45,7 @@ bench-serve: $(STAMP)
 demo-screenshots: $(STAMP)
 	RSD_SCREENSHOT_DIR=docs $(BIN)/pytest -q tests/test_demo_browser.py
 plots: $(STAMP)
-	$(BIN)/python bench/plots.py --serve $(wildcard docs/bench/serve_*.json) --export docs/bench/export.json --quality docs/bench/eval.json --out docs
+	$(BIN)/python bench/plots.py --serve $(wildcard docs/bench/serve_*.json) --export docs/bench/export.json --quality models/default/eval.json --out docs
 
 MODEL ?= models/default/student
 TILE ?= 64

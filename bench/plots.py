@@ -1,7 +1,7 @@
 """Plots of the benchmarks' JSON, as PNGs under docs/ for the README.
 
     .venv/bin/python bench/plots.py --serve docs/bench/serve_c1.json docs/bench/serve_c4.json \\
-        --export docs/bench/export.json --quality docs/bench/eval.json --out docs
+        --export docs/bench/export.json --quality models/default/eval.json --out docs
 
 --serve    reports of bench/serve_bench.py, one per client count (each report's "clients"):
            serving.png, served throughput and p50/p95/p99 latency against concurrency; their raw

@@ -2,8 +2,8 @@
 
     python scripts/model_card.py models/default
 
-Reads `eval.json` (from `rsd eval`), the stage configs as each run recorded them (`run.out_dir`/config.json) and the steps and
-CPU time each stage recorded in its model directory; nothing in the card is typed by hand.
+Reads `eval.json` (from `rsd eval`), the stage configs as each run recorded them (`run.out_dir`/config.json)
+and the steps and CPU time each stage recorded in its model directory; nothing in the card is typed by hand.
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ from training.validation import bicubic_up
 
 
 @torch.no_grad()
-def trajectory(pipe: SRPipeline, lr: torch.Tensor, hr: torch.Tensor, noise_scale: float, seed: int) -> list[float]:
+def trajectory(
+    pipe: SRPipeline, lr: torch.Tensor, hr: torch.Tensor, noise_scale: float, seed: int
+) -> list[float]:
     """PSNR-Y of the decoded x_0 prediction after each reverse step, as the T-step sampler runs."""
     schedule, generator = pipe.schedule, torch.Generator().manual_seed(seed)
     lq = lr[None] * 2 - 1
@@ -37,7 +39,9 @@ def trajectory(pipe: SRPipeline, lr: torch.Tensor, hr: torch.Tensor, noise_scale
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="teacher model directory")
     parser.add_argument("val_dir", help="validation folder written by `rsd data make-val`")
     parser.add_argument("--noise-scale", type=float, default=1.0, help="1 = the sampler; 0 = no step noise")

@@ -279,7 +279,8 @@ def test_sampler_trajectory_runs_from_the_one_step_to_the_T_step_result(workspac
     from training.metrics import psnr_y
     from training.pipeline import SRPipeline
 
-    spec = importlib.util.spec_from_file_location("sampler_trajectory", REPO / "scripts/sampler_trajectory.py")
+    path = REPO / "scripts/sampler_trajectory.py"
+    spec = importlib.util.spec_from_file_location("sampler_trajectory", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     bundle = load_model_dir(teacher_dir)

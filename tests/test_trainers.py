@@ -220,7 +220,7 @@ def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     assert config["meta"]["student_timesteps"] == [0, 1, 2, 3]
 
 
-def test_distill_mse_term_is_logged_and_trains(workspace, teacher_dir):
+def test_distill_mse_term_enters_the_student_loss(workspace, teacher_dir):
     overrides = [
         *common_overrides(workspace, "distill_mse"),
         f"teacher={teacher_dir}",

@@ -1,7 +1,6 @@
 """Shared helpers of the deployment tests: read the Dockerfile, .dockerignore, compose file and the facts
 of the service (routes, metric names, settings, shutdown timing) that the deployment files must agree with."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ import yaml
 from service.api import router
 from service.metrics import Metrics
 from service.settings import Settings
+from tests.script_support import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -51,11 +51,7 @@ def exposed_metric_names() -> set[str]:
 
 
 def load_gpu_entrypoint() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_entrypoint", REPO / "docker" / "gpu_entrypoint.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docker/gpu_entrypoint.py")
 
 
 def unknown_settings(env: Mapping[str, str]) -> set[str]:

@@ -1,18 +1,14 @@
 """scripts/demo_data.py: what keeps the extra training photos apart from the validation photos."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-_SPEC = importlib.util.spec_from_file_location(
-    "demo_data", Path(__file__).parents[1] / "scripts" / "demo_data.py"
-)
-demo_data = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(demo_data)
+from tests.script_support import load_script
+
+demo_data = load_script("scripts/demo_data.py")
 
 
 def test_a_resized_recompressed_copy_of_a_validation_photo_is_recognised(tmp_path):

@@ -220,7 +220,7 @@ def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     assert config["meta"]["student_timesteps"] == [0, 1, 2, 3]
 
 
-def test_distill_mse_term_enters_the_student_loss(workspace, teacher_dir):
+def test_distill_mse_terms_enter_the_student_loss(workspace, teacher_dir):
     overrides = [
         *common_overrides(workspace, "distill_mse"),
         f"teacher={teacher_dir}",
@@ -228,6 +228,7 @@ def test_distill_mse_term_enters_the_student_loss(workspace, teacher_dir):
         "loss.lpips=0",
         "loss.gan=0",
         "loss.mse=5",
+        "loss.pixel_mse=3",
         "data.crop_sizes=[32]",
         "run.steps=1",
         "run.val_every=1000",
@@ -235,8 +236,9 @@ def test_distill_mse_term_enters_the_student_loss(workspace, teacher_dir):
     cfg = load_config(DistillTrainConfig, None, overrides)
     DistillTrainer(cfg, cfg.run).fit()
     log = [json.loads(line) for line in (workspace / "distill_mse/log.jsonl").read_text().splitlines()]
-    assert log[0]["mse"] > 0
-    assert log[0]["student_loss"] == pytest.approx(log[0]["theta"] + 5 * log[0]["mse"], rel=1e-5)
+    assert log[0]["mse"] > 0 and log[0]["pixel_mse"] > 0
+    expected = log[0]["theta"] + 5 * log[0]["mse"] + 3 * log[0]["pixel_mse"]
+    assert log[0]["student_loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_dir):
@@ -272,17 +274,13 @@ def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_di
 
 
 def test_sampler_trajectory_runs_from_the_one_step_to_the_T_step_result(workspace, teacher_dir):
-    import importlib.util
-
+    from tests.script_support import load_script
     from training.checkpoint import load_model_dir
     from training.data.valset import load_val_set
     from training.metrics import psnr_y
     from training.pipeline import SRPipeline
 
-    path = REPO / "scripts/sampler_trajectory.py"
-    spec = importlib.util.spec_from_file_location("sampler_trajectory", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/sampler_trajectory.py")
     bundle = load_model_dir(teacher_dir)
     pipe = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule).eval()
     pair = load_val_set(workspace / "val")[0]

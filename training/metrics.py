@@ -51,8 +51,9 @@ def _crop(y: np.ndarray, border: int) -> np.ndarray:
 
 
 def psnr_y(sr: np.ndarray | torch.Tensor, hr: np.ndarray | torch.Tensor, crop_border: int = 0) -> float:
-    """PSNR in dB on Y (peak 255). `crop_border` pixels are dropped on every side first: SR benchmarks
-    crop the scale (our evaluation passes 4); the default 0 matches pyiqa and the RSD evaluation script."""
+    """PSNR in dB on Y (peak 255). `crop_border` pixels are dropped on every side first (BasicSR's
+    benchmarks crop the scale, 4); the default 0, used by every evaluation here, matches pyiqa and RSD's
+    evaluate.py."""
     mse = np.mean((_crop(rgb_to_y(sr), crop_border) - _crop(rgb_to_y(hr), crop_border)) ** 2)
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 

@@ -44,6 +44,9 @@ class DistillLossConfig:
     # Not in the paper (0 = off): ||G(x_T) - z_0||^2 on the one-step latent, the teacher's own regression
     # loss at t = T, to hold the student's PSNR against the sharpening of the other terms.
     mse: float = 0.0
+    # Not in the paper (0 = off): ||D(G(x_T)) - x_HR||^2 on the decoded one-step output in [-1, 1]. The latent
+    # MSE above aims at the mean latent, whose decoding is not the mean image; this aims at PSNR itself.
+    pixel_mse: float = 0.0
     sid_normalization: bool = True
     stop_gradient: bool = False  # True = detach f* and f_phi (the VSD-like ablation)
 
@@ -218,11 +221,17 @@ class DistillTrainer(Trainer):
                     stop_gradient=loss_cfg.stop_gradient,
                 ).mean()
                 stats = {"theta": loss.item()}
+                if loss_cfg.lpips > 0 or loss_cfg.pixel_mse > 0:
+                    # straight-through quantisation
+                    decoded = self.autoencoder.decode(x0_one).clamp(-1, 1).float()
                 if loss_cfg.lpips > 0:
-                    decoded = self.autoencoder.decode(x0_one).clamp(-1, 1)  # straight-through quantisation
-                    lp = self.lpips(decoded.float(), s.hr.float()).mean()
+                    lp = self.lpips(decoded, s.hr.float()).mean()
                     loss = loss + loss_cfg.lpips * lp
                     stats["lpips"] = lp.item()
+                if loss_cfg.pixel_mse > 0:
+                    pixel_mse = (decoded - s.hr.float()).pow(2).mean()
+                    loss = loss + loss_cfg.pixel_mse * pixel_mse
+                    stats["pixel_mse"] = pixel_mse.item()
                 if loss_cfg.mse > 0:
                     mse = (x0_one.float() - s.z0.float()).pow(2).mean()
                     loss = loss + loss_cfg.mse * mse

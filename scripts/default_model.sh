@@ -12,9 +12,10 @@ python scripts/demo_data.py --more-out data/more
   rsd data make-val --src data/demo/val --out data/demo/val-realesrgan --mode realesrgan --seed 0 --overwrite
 
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
-# The committed teacher: a 2000-step cosine, then resumed on the config's 3500-step one.
-nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.steps=2000 run.progress=false
-nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.progress=false
+# The committed teacher: a 2000-step cosine, resumed on a 3500-step one, then on the config's 5000-step one.
+for steps in 2000 3500 5000; do
+  nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.steps=$steps run.progress=false
+done
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
 

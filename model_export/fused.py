@@ -5,7 +5,8 @@ torch backend and validation compute the same thing:
 
     lq (B,3,t,t) [0,1] -> 2x-1 -> bicubic x4 -> VQ encoder -> z_y (B,3,t,t)
       -> x_T = z_y + kappa sqrt(eta_T) noise_prior -> scale -> one student step at t = T
-      -> z_0 (B,3,t,t) -> quantize -> VQ decoder -> clamp -> (x+1)/2 -> sr (B,3,4t,4t) [0,1]
+      -> z_0 (B,3,t,t) -> quantize (unless decode_quantized=False) -> VQ decoder -> clamp -> (x+1)/2
+      -> sr (B,3,4t,4t) [0,1]
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ class FusedUpscaler(nn.Module):
             return self.pipeline.one_step_latent(lq * 2 - 1, noise_prior, student_noise)
 
     def decode(self, z0: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """z_0 (B,3,t,t) -> sr (B,3,4t,4t) in [0, 1]: quantise in fp32, decode in `dtype`."""
+        """z_0 (B,3,t,t) -> sr (B,3,4t,4t) in [0, 1]: quantise in fp32 (if the autoencoder does), decode in
+        `dtype`."""
         ae = self.pipeline.autoencoder
         low = dtype != torch.float32
         # Nearest code outside autocast: ||e||^2 - 2 z.e cancels badly in half precision.
         # (Casts only when needed: the tracer would record no-op casts into the fp32 graph.)
-        z_q, _, _ = ae.quantize(z0.float() if low else z0)  # (B,3,t,t)
+        z_q = z0.float() if low else z0  # (B,3,t,t)
+        if ae.decode_quantized:
+            z_q, _, _ = ae.quantize(z_q)
         with torch.autocast(z0.device.type, dtype=dtype, enabled=low):
             sr = ae.decode(z_q, force_not_quantize=True).clamp(-1, 1)  # (B,3,4t,4t)
         sr = (sr + 1) / 2

@@ -123,8 +123,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """fp16 weights and activations, fp32 inputs/outputs, fp32 codebook search (see module docstring)."""
+def to_fp16(model: onnx.ModelProto, quantized: bool = True) -> onnx.ModelProto:
+    """fp16 weights and activations, fp32 inputs/outputs, fp32 codebook search (see module docstring);
+    `quantized=False` for a model that decodes its continuous latent (no codebook search to keep)."""
     from onnxconverter_common import float16
 
     keep = [
@@ -135,7 +136,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         # retype their outputs without changing `to`.
         or (node.op_type == "Cast" and helper.get_node_attr_value(node, "to") == TensorProto.FLOAT)
     ]
-    if not any(name.startswith(QUANTIZER_SCOPE) for name in keep):
+    if quantized and not any(name.startswith(QUANTIZER_SCOPE) for name in keep):
         raise ExportError(
             f"no quantizer nodes ({QUANTIZER_SCOPE}*) found; cannot keep the codebook search fp32"
         )
@@ -263,7 +264,7 @@ def export_onnx(
         model = trace(module, tile, opset)
     # fp16 before onnxsim: the converter round-trips the quantizer's inputs of a simplified graph via fp16.
     if precision == "fp16":
-        model = to_fp16(model)
+        model = to_fp16(model, quantized=bundle.autoencoder.decode_quantized)
     if simplify_graph:
         model = simplify(model)
     metadata = model_metadata(model_dir, bundle.config, tile=tile, precision=precision, name=name)

@@ -11,7 +11,7 @@ import typer
 
 app = typer.Typer(help="x4 super-resolution with one-step residual shifting diffusion.", no_args_is_help=True)
 train_app = typer.Typer(
-    help="Train the autoencoder, the ResShift teacher or the RSD student.", no_args_is_help=True
+    help="Train the autoencoder, the ResShift teacher, the RSD student or its decoder.", no_args_is_help=True
 )
 data_app = typer.Typer(help="Validation sets and pretrained metric weights.", no_args_is_help=True)
 export_app = typer.Typer(
@@ -60,6 +60,14 @@ def train_distill(config: ConfigOption = None, overrides: Overrides = None) -> N
     from training.train_distill import DistillTrainConfig, DistillTrainer
 
     _fit(DistillTrainer, DistillTrainConfig, config, overrides)
+
+
+@train_app.command("decoder")
+def train_decoder(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Fine-tune the VQ decoder on a one-step student's latents (one process)."""
+    from training.train_decoder import DecoderTrainConfig, DecoderTrainer
+
+    _fit(DecoderTrainer, DecoderTrainConfig, config, overrides)
 
 
 @app.command()

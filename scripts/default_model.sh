@@ -18,21 +18,23 @@ for steps in 2000 3500 5000; do
 done
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
+nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
 out_dir() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['out_dir'])" "$1"; }
 TEACHER=$(out_dir configs/tiny-x4/teacher.yaml)/model
 STUDENT=$(out_dir configs/tiny-x4/distill.yaml)/model
-SLIM_AUTOENCODER=$(out_dir configs/tiny-x4/autoencoder-slim.yaml)/model
+DECODER=$(out_dir configs/tiny-x4/decoder.yaml)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
-# autoencoder without mid attention (same latent space). Its graph takes 128x128 LR tiles: a 128x128 photo
-# is one call, and without the attention a tile's cost is linear in its area.
+# autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
+# student's unquantised latents. Its graph takes 128x128 LR tiles: a 128x128 photo is one call, and
+# without the attention a tile's cost is linear in its area.
 mkdir -p models/default
 rm -rf models/default/student
 python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
 c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
-  "$STUDENT" "$SLIM_AUTOENCODER"
+  "$STUDENT" "$DECODER"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
 rsd eval data/demo/val-realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json

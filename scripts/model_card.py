@@ -23,6 +23,7 @@ STAGES = {
     "teacher": ("configs/tiny-x4/teacher.yaml", "rsd train teacher"),
     "distill": ("configs/tiny-x4/distill.yaml", "rsd train distill"),
     "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
+    "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),
 }
 
 
@@ -52,7 +53,8 @@ def main(out_dir: Path) -> None:
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
-        "autoencoder stage's latent space) in fp32",
+        "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
+        "which it decodes without the codebook lookup) in fp32",
         "graph": "rsd-tiny-x4.onnx takes 128x128 LR tiles (a smaller image is padded to one tile)",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),

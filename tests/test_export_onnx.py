@@ -278,3 +278,42 @@ def test_check_graph_finds_what_tensorrt_or_the_service_would_reject(tmp_path):
     assert any("float64" in p for p in variant(add_double))
     assert any("Mod" in p for p in variant(add_unknown_op))
     assert any("lq has shape" in p for p in variant(static_batch))
+
+
+def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_search(student_dir, tmp_path):
+    """decode_quantized=False (rsd train decoder): the pipeline, the fused module and both graphs decode the
+    latent as it is, with no codebook lookup."""
+    config_path = student_dir / "config.json"
+    unquantized = tmp_path / "model"
+    copy_model_dir(student_dir, unquantized)
+    config = json.loads(config_path.read_text())
+    config["components"]["autoencoder"]["kwargs"]["decode_quantized"] = False
+    (unquantized / "config.json").write_text(json.dumps(config))
+    fused_plain = build_fused(load_model_dir(unquantized))
+    ae = fused_plain.pipeline.autoencoder
+    z = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ae.decode(z), ae.decode(z, force_not_quantize=True))
+        assert not torch.equal(ae.decode(z), ae.decode(ae.quantize(z)[0], force_not_quantize=True))
+
+    lq = torch.rand(BATCH, 3, TILE, TILE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        via_pipeline = fused_plain.pipeline.upscale(lq, torch.Generator().manual_seed(7))
+        g = torch.Generator().manual_seed(7)
+        noise_prior = torch.randn(BATCH, 3, TILE, TILE, generator=g)
+        noise_student = torch.randn(BATCH, 1, TILE, TILE, generator=g)
+        expected = fused_plain(lq, noise_prior, noise_student)
+    assert torch.equal(expected, via_pipeline)
+    for precision, tolerance in (("fp32", 1e-3), ("fp16", 5e-2)):
+        path = export_onnx(unquantized, tmp_path / f"{precision}.onnx", tile=TILE, precision=precision)
+        model = onnx.load(str(path))
+        assert check_graph(model, TILE) == []
+        assert not [n for n in model.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {
+            contract.INPUT_LQ: lq.numpy(),
+            contract.INPUT_NOISE_PRIOR: noise_prior.numpy(),
+            contract.INPUT_NOISE_STUDENT: noise_student.numpy(),
+        }
+        (sr,) = session.run([contract.OUTPUT_SR], feeds)
+        assert np.abs(sr - expected.numpy()).max() <= tolerance

@@ -14,9 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from tests.trainer_setup import AE_MODEL, UNET_MODEL, common_overrides, make_photo_folder
+from training.checkpoint import load_model_dir
 from training.config import ConfigError, load_config
 from training.data.valset import make_val_set
 from training.train_autoencoder import AutoencoderTrainConfig, AutoencoderTrainer
+from training.train_decoder import DecoderTrainConfig, DecoderTrainer
 from training.train_distill import DistillTrainConfig, DistillTrainer
 from training.train_teacher import TeacherTrainConfig, TeacherTrainer
 
@@ -275,7 +277,6 @@ def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_di
 
 def test_sampler_trajectory_runs_from_the_one_step_to_the_T_step_result(workspace, teacher_dir):
     from tests.script_support import load_script
-    from training.checkpoint import load_model_dir
     from training.data.valset import load_val_set
     from training.metrics import psnr_y
     from training.pipeline import SRPipeline
@@ -298,3 +299,24 @@ def test_sampler_trajectory_runs_from_the_one_step_to_the_T_step_result(workspac
         assert scores[0] == pytest.approx(score(pipe.one_step_latent(lq, prior)), abs=1e-4)
         sampled = bundle.schedule.sample(pipe.denoise, z_y, lq, prior, generator=generator)
     assert scores[-1] == pytest.approx(score(sampled), abs=1e-4)
+
+
+def test_decoder_stage_trains_only_the_decoder_and_exports_unquantized_decoding(workspace, teacher_dir):
+    overrides = [
+        *common_overrides(workspace, "decoder"),
+        f"student={teacher_dir}",
+        f"autoencoder={teacher_dir}",
+        "data.crop_sizes=[32]",
+        "run.steps=2",
+        "run.val_every=2",
+    ]
+    cfg = load_config(DecoderTrainConfig, None, overrides)
+    metrics = DecoderTrainer(cfg, cfg.run).fit()
+    assert {"student_psnr_y", "student_lpips_alex", "psnr_gain_db"} <= set(metrics)
+    source = load_model_dir(teacher_dir).autoencoder.state_dict()
+    out = workspace / "decoder" / "model"
+    tuned = load_model_dir(out).autoencoder
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, source[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert tuned.decode_quantized is False
+    assert json.loads((out / "config.json").read_text())["meta"]["stage"] == "decoder"

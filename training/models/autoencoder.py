@@ -399,6 +399,8 @@ class VQModelTorch(nn.Module):
         and quant_conv/post_quant_conv at identity, so at init encode = box-down x f and decode = bicubic-up
         x f of the (quantized) latent. No parameters are added: the state_dict keys equal those of the same
         config without it.
+      decode_quantized: False makes decode() skip the codebook lookup and decode the continuous latent, for
+        a decoder fine-tuned on a one-step student's latents (training/train_decoder.py). Official: True.
       remap / sane_index_shape: official kwargs; only remap=None is supported, indices are always (B,h,w).
     """
 
@@ -408,6 +410,7 @@ class VQModelTorch(nn.Module):
         n_embed: int,
         ddconfig: dict,
         codebook_init: str = "official",
+        decode_quantized: bool = True,
         remap: None = None,
         sane_index_shape: bool = False,
     ):
@@ -418,6 +421,7 @@ class VQModelTorch(nn.Module):
         if cfg.resample_skip and embed_dim != cfg.z_channels:
             raise ValueError("resample_skip needs embed_dim == z_channels")
         self.cfg = cfg
+        self.decode_quantized = decode_quantized
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.quantize = VectorQuantizer2(n_embed, embed_dim, beta=0.25, codebook_init=codebook_init)
@@ -441,8 +445,8 @@ class VQModelTorch(nn.Module):
 
     def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """(B,embed_dim,h,w) -> (B,out_ch,h*f,w*f). Quantizes first (straight-through, so gradients reach z)
-        unless force_not_quantize."""
-        if not force_not_quantize:
+        unless force_not_quantize or the model decodes continuous latents (decode_quantized=False)."""
+        if self.decode_quantized and not force_not_quantize:
             z, _, _ = self.quantize(z)
         return self.decoder(self.post_quant_conv(z))
 

@@ -317,3 +317,6 @@ def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_s
         }
         (sr,) = session.run([contract.OUTPUT_SR], feeds)
         assert np.abs(sr - expected.numpy()).max() <= tolerance
+    report = compare(fused_plain, onnx.load(str(tmp_path / "fp32.onnx")), photo_tiles(TILE, 1), batch=BATCH)
+    assert report.index_agreement is None and report.sr_max_abs <= 1e-3
+    assert "no codebook search" in report.summary()

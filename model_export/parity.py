@@ -127,11 +127,10 @@ def compare(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     ae = module.pipeline.autoencoder
-    if not ae.decode_quantized:
-        return _compare_sr_only(module, model, lq, noise_prior, noise_student, batch, options)
-    session = ort.InferenceSession(
-        with_quantizer_outputs(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    quantized = ae.decode_quantized  # else the graph has no codebook search: sr is all there is to compare
+    graph = with_quantizer_outputs(model) if quantized else model
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    outputs = [contract.OUTPUT_SR, LATENT, INDICES] if quantized else [contract.OUTPUT_SR]
     diffs = {"sr": [], "latent": [], "same_indices": []}
     index_equal = quantizer_equal = 0
     for start in range(0, n, batch):
@@ -141,49 +140,37 @@ def compare(
             contract.INPUT_NOISE_PRIOR: noise_prior[part],
             contract.INPUT_NOISE_STUDENT: noise_student[part],
         }
-        sr_o, z_o, idx_o = session.run([contract.OUTPUT_SR, LATENT, INDICES], feed)
+        sr_o, *debug = session.run(outputs, feed)
+        sr_o = torch.from_numpy(sr_o)
+        with torch.no_grad():
+            z_t = module.latent(*(torch.from_numpy(a) for a in feed.values()))
+            sr_t = module.decode(z_t)  # module(...) == decode(latent(...))
+        diffs["sr"].append((sr_o - sr_t).abs().flatten())
+        if not quantized:
+            continue
+        z_o, idx_o = debug
         b = sr_o.shape[0]
         idx_o = torch.from_numpy(idx_o.reshape(b, tile, tile))
         z_o = torch.from_numpy(z_o).reshape(b, tile, tile, -1).permute(0, 3, 1, 2)  # (B,3,t,t)
         with torch.no_grad():
-            z_t = module.latent(*(torch.from_numpy(a) for a in feed.values()))
-            sr_t = module.decode(z_t)  # module(...) == decode(latent(...))
             idx_t = ae.codebook_indices(z_t)
             z_q = ae.quantize.embedding(idx_o).permute(0, 3, 1, 2)  # (B,3,t,t) the codes the graph picked
             sr_same = (ae.decode(z_q, force_not_quantize=True).clamp(-1, 1) + 1) / 2
             index_equal += int((idx_o == idx_t).sum())
             quantizer_equal += int((idx_o == ae.codebook_indices(z_o)).sum())
-        sr_o = torch.from_numpy(sr_o)
-        diffs["sr"].append((sr_o - sr_t).abs().flatten())
         diffs["latent"].append((z_o - z_t).abs().flatten())
         diffs["same_indices"].append((sr_o - sr_same).abs().flatten())
-    sr, latent, same = (torch.cat(diffs[k]) for k in ("sr", "latent", "same_indices"))
+    sr = torch.cat(diffs["sr"])
+    positions = n * tile * tile
     return ParityReport(
         tiles=n,
         sr_max_abs=float(sr.max()),
         sr_mean_abs=float(sr.mean()),
-        latent_max_abs=float(latent.max()),
-        index_agreement=index_equal / (n * tile * tile),
-        quantizer_agreement=quantizer_equal / (n * tile * tile),
-        sr_max_abs_same_indices=float(same.max()),
+        latent_max_abs=float(torch.cat(diffs["latent"]).max()) if quantized else None,
+        index_agreement=index_equal / positions if quantized else None,
+        quantizer_agreement=quantizer_equal / positions if quantized else None,
+        sr_max_abs_same_indices=float(torch.cat(diffs["same_indices"]).max()) if quantized else None,
     )
-
-
-def _compare_sr_only(module, model, lq, noise_prior, noise_student, batch, options) -> ParityReport:
-    """`compare` for a graph without a codebook search: the output is all there is to compare."""
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    diffs = []
-    for start in range(0, lq.shape[0], batch):
-        part = slice(start, start + batch)
-        inputs = (lq[part], noise_prior[part], noise_student[part])
-        names = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
-        feed = dict(zip(names, inputs, strict=True))
-        (sr_o,) = session.run([contract.OUTPUT_SR], feed)
-        with torch.no_grad():
-            sr_t = module(*(torch.from_numpy(a) for a in inputs))
-        diffs.append((torch.from_numpy(sr_o) - sr_t).abs().flatten())
-    sr = torch.cat(diffs)
-    return ParityReport(lq.shape[0], float(sr.max()), float(sr.mean()), None, None, None, None)
 
 
 def photo_tiles(tile: int, per_photo: int = 2) -> np.ndarray:

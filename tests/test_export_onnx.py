@@ -66,15 +66,19 @@ def lq_tiles():
     return photo_tiles(TILE, per_photo=2)  # (6, 3, 32, 32) from astronaut, coffee, chelsea
 
 
+@torch.no_grad()
+def fused_and_pipeline(fused, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """(fused module output, SRPipeline.upscale output, the noises) with the noise upscale draws itself."""
+    expected = fused.pipeline.upscale(lq, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    noises = (torch.randn(BATCH, 3, TILE, TILE, generator=g), torch.randn(BATCH, 1, TILE, TILE, generator=g))
+    return fused(lq, *noises), expected, noises
+
+
 def test_fused_module_is_the_pipeline_upscale(fused):
     """Same maths as SRPipeline.upscale (validation's path) when fed the noise upscale draws itself."""
     lq = torch.rand(BATCH, 3, TILE, TILE, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = fused.pipeline.upscale(lq, torch.Generator().manual_seed(7))
-        g = torch.Generator().manual_seed(7)
-        noise_prior = torch.randn(BATCH, 3, TILE, TILE, generator=g)
-        noise_student = torch.randn(BATCH, 1, TILE, TILE, generator=g)
-        sr = fused(lq, noise_prior, noise_student)
+    sr, expected, _ = fused_and_pipeline(fused, lq)
     assert sr.shape == (BATCH, 3, 4 * TILE, 4 * TILE)
     assert torch.equal(sr, expected)
     assert sr.min() >= 0 and sr.max() <= 1
@@ -297,12 +301,7 @@ def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_s
         assert not torch.equal(ae.decode(z), ae.decode(ae.quantize(z)[0], force_not_quantize=True))
 
     lq = torch.rand(BATCH, 3, TILE, TILE, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        via_pipeline = fused_plain.pipeline.upscale(lq, torch.Generator().manual_seed(7))
-        g = torch.Generator().manual_seed(7)
-        noise_prior = torch.randn(BATCH, 3, TILE, TILE, generator=g)
-        noise_student = torch.randn(BATCH, 1, TILE, TILE, generator=g)
-        expected = fused_plain(lq, noise_prior, noise_student)
+    expected, via_pipeline, (noise_prior, noise_student) = fused_and_pipeline(fused_plain, lq)
     assert torch.equal(expected, via_pipeline)
     for precision, tolerance in (("fp32", 1e-3), ("fp16", 5e-2)):
         path = export_onnx(unquantized, tmp_path / f"{precision}.onnx", tile=TILE, precision=precision)

@@ -18,13 +18,11 @@ import torch
 from training.checkpoint import load_model_dir, save_model_dir
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
 from training.data.loader import DataConfig
-from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_autoencoder
 from training.pipeline import SRPipeline
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.validation import score_pipeline
 
 
 @dataclass
@@ -64,13 +62,13 @@ class DecoderTrainer(Trainer):
         ae = build_autoencoder(self.autoencoder_kwargs).to(self.device)
         ae.load_state_dict(source.autoencoder.state_dict())
         ae.requires_grad_(False)
-        trained = [*ae.post_quant_conv.parameters(), *ae.decoder.parameters()]
-        for p in trained:
+        self.trained = [*ae.post_quant_conv.parameters(), *ae.decoder.parameters()]
+        for p in self.trained:
             p.requires_grad_(True)
         self.unet = student.unet.requires_grad_(False).eval()
         self.pipe = SRPipeline(self.unet, ae, self.schedule).eval()  # encoder and UNet frozen, in eval mode
         self.modules["autoencoder"] = ae
-        self.add_optimizer("autoencoder", trained, cfg.optim)
+        self.add_optimizer("autoencoder", self.trained, cfg.optim)
         self.tracked_ema("autoencoder")
         self.lpips = LPIPS("alex").to(self.device) if cfg.loss.lpips > 0 else None
         self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
@@ -99,8 +97,7 @@ class DecoderTrainer(Trainer):
                 lp = self.lpips(sr, hr.float()).mean()
                 loss = loss + loss_cfg.lpips * lp
                 stats["lpips"] = lp.item()
-        params = [p for p in ae.parameters() if p.requires_grad]
-        stats["grad_norm"] = self.optimizer_step("autoencoder", loss, params, cfg.optim.grad_clip)
+        stats["grad_norm"] = self.optimizer_step("autoencoder", loss, self.trained, cfg.optim.grad_clip)
         stats["loss"] = loss.item()
         return stats
 
@@ -108,11 +105,7 @@ class DecoderTrainer(Trainer):
     def validate(self, step: int) -> dict[str, float]:
         """The student on the EMA autoencoder, one step, on the fixed validation set vs bicubic."""
         pipe = SRPipeline(self.unet, self.ema.module, self.schedule).eval()
-        pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
-        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
-        metrics = score_pipeline(pipe, pairs, self.device, "one", "student", grid_path)
-        self.export()
-        return metrics
+        return self.validate_pipeline(pipe, self.cfg.data, step, "one", "student")
 
     def export(self) -> None:
         """Write the EMA autoencoder as a model directory (`out_dir/model`), for copy_model_dir's

@@ -21,7 +21,6 @@ from torch import nn
 from training.checkpoint import load_model_dir, save_model_dir
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
 from training.data.loader import DataConfig
-from training.data.valset import load_val_set
 from training.distill import (
     evenly_spaced_timesteps,
     fake_loss,
@@ -34,7 +33,6 @@ from training.models import build_student
 from training.models.discriminator import BottleneckHead
 from training.pipeline import SRPipeline, encode_lr
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.validation import score_pipeline
 
 
 @dataclass
@@ -254,11 +252,7 @@ class DistillTrainer(Trainer):
     def validate(self, step: int) -> dict[str, float]:
         """EMA student, one step, on the fixed validation set vs bicubic."""
         pipe = SRPipeline(self.ema.module, self.autoencoder, self.schedule).eval()
-        pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
-        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
-        metrics = score_pipeline(pipe, pairs, self.device, "one", "student", grid_path)
-        self.export()
-        return metrics
+        return self.validate_pipeline(pipe, self.cfg.data, step, "one", "student")
 
     def export(self) -> None:
         """Write the EMA student with the autoencoder as a model directory (`out_dir/model`)."""

@@ -19,14 +19,12 @@ from training.checkpoint import (
 )
 from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
 from training.data.loader import DataConfig
-from training.data.valset import load_val_set
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_unet
 from training.pipeline import SRPipeline, encode_lr
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
-from training.validation import score_pipeline
 
 
 @dataclass
@@ -114,11 +112,7 @@ class TeacherTrainer(Trainer):
     def validate(self, step: int) -> dict[str, float]:
         """EMA teacher on the fixed validation set (T-step sampling by default) vs bicubic."""
         pipe = SRPipeline(self.ema.module, self.autoencoder, self.schedule).eval()
-        pairs = load_val_set(self.cfg.data.val_dir)[: self.cfg.data.val_max_images or None]
-        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
-        metrics = score_pipeline(pipe, pairs, self.device, self.cfg.val_steps, "teacher", grid_path)
-        self.export()
-        return metrics
+        return self.validate_pipeline(pipe, self.cfg.data, step, self.cfg.val_steps, "teacher")
 
     def export(self) -> None:
         """Write the EMA teacher with its autoencoder as a model directory (`out_dir/model`)."""

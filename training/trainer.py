@@ -31,6 +31,8 @@ from torch import nn
 
 from training.config import config_hash, to_dict
 from training.data.loader import DataConfig, step_batches
+from training.data.valset import load_val_set
+from training.validation import score_pipeline
 
 LATEST_FILE = "latest.txt"
 
@@ -154,7 +156,22 @@ class Trainer:
     def validate(self, step: int) -> dict[str, float]:
         return {}
 
+    def export(self) -> None:
+        """Write the EMA model as a model directory (`out_dir/model`)."""
+        raise NotImplementedError
+
     # -- helpers for subclasses ------------------------------------------------------------------
+    def validate_pipeline(
+        self, pipe, data: DataConfig, step: int, steps: str, label: str
+    ) -> dict[str, float]:
+        """Score `pipe` (an SRPipeline of the EMA weights) on the fixed validation set against bicubic,
+        write the sample grid, then export the model directory."""
+        pairs = load_val_set(data.val_dir)[: data.val_max_images or None]
+        grid_path = self.out_dir / "samples" / f"step_{step:08d}.png"
+        metrics = score_pipeline(pipe, pairs, self.device, steps, label, grid_path)
+        self.export()
+        return metrics
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

@@ -49,6 +49,41 @@ def test_posterior_at_t0_is_x0():
     assert torch.equal(mean, x0)
 
 
+def test_rollout_with_an_exact_denoiser_keeps_the_forward_marginal():
+    """With a denoiser that returns the true x_0, each reverse step samples q(x_{t-1} | x_t, x_0), so the
+    rolled-out x_t has the forward marginal: mean x_0 + eta_t (y - x_0), std kappa sqrt(eta_t)."""
+    schedule = ResShiftSchedule(ScheduleConfig(steps=15))
+    n = 20000
+    x0, y = torch.zeros(n, 1, 1, 1), torch.ones(n, 1, 1, 1)
+    t = torch.full((n,), 2)
+    steps_taken = []
+
+    def exact(x, tt, lq):
+        steps_taken.append(tt[0].item())
+        return x0
+
+    x_t = schedule.rollout(exact, x0, y, None, t, 3, torch.Generator().manual_seed(0))
+    assert steps_taken == [5, 4, 3]
+    assert abs(x_t.mean().item() - schedule.etas[2]) < 0.01
+    assert abs(x_t.std().item() / (schedule.kappa * schedule.sqrt_etas[2]) - 1) < 0.02
+
+
+def test_rollout_stops_each_sample_at_its_own_timestep():
+    schedule = ResShiftSchedule(ScheduleConfig())  # 4 steps: t + 2 passes T-1 for both samples
+    last = schedule.num_timesteps - 1
+    x0, y = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    t = torch.tensor([last, last - 1])  # the first starts at T-1 and takes no step; the second takes one
+    calls = []
+    x_t = schedule.rollout(
+        lambda x, tt, lq: calls.append(tt) or x0, x0, y, None, t, 2, torch.Generator().manual_seed(0)
+    )
+    assert [tt.tolist() for tt in calls] == [[last, last]]  # one reverse step, then both are done
+    first_noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    expected_first = schedule.q_sample(x0, y, torch.full((2,), last), first_noise)
+    assert torch.equal(x_t[0], expected_first[0])
+    assert not torch.equal(x_t[1], expected_first[1])
+
+
 def test_schedule_lookups_reuse_one_table_per_device():
     """CUDA graph capture (the torch backend) fails on any host-to-device copy inside the forward pass,
     so each schedule array reaches a device once; later lookups index the kept table."""

@@ -198,6 +198,29 @@ def test_teacher_trains_validates_and_exports(teacher_dir):
     assert config["diffusion"]["steps"] == 4
 
 
+def test_teacher_fine_tunes_on_its_own_rollouts(workspace, teacher_dir):
+    overrides = [
+        *common_overrides(workspace, "teacher_rollout"),
+        f"autoencoder={teacher_dir}",
+        f"init_unet={teacher_dir}",
+        f"model={json.dumps(UNET_MODEL)}",
+        "schedule=v3",
+        "data.crop_sizes=[32]",
+        "run.steps=3",
+        "run.log_every=1",
+        "run.val_every=1000",
+        "loss.rollout_steps=2",
+        "loss.rollout_prob=1.0",
+    ]
+    cfg = load_config(TeacherTrainConfig, None, overrides)
+    TeacherTrainer(cfg, cfg.run).fit()
+    log_lines = (workspace / "teacher_rollout" / "log.jsonl").read_text().splitlines()
+    log = [json.loads(line) for line in log_lines]
+    steps = [entry["rollout_steps"] for entry in log if "mse" in entry]
+    assert len(steps) == 3 and set(steps) <= {1.0, 2.0}
+    assert (workspace / "teacher_rollout" / "model" / "config.json").exists()
+
+
 def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     overrides = [
         *common_overrides(workspace, "distill"),

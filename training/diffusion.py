@@ -180,6 +180,38 @@ class ResShiftSchedule:
         tt = self.timesteps(y.shape[0], self.num_timesteps - 1, y.device)
         return denoiser(self.scale_input(x_T, tt), tt, lq)
 
+    def rollout(
+        self,
+        denoiser: Denoiser,
+        x0: torch.Tensor,
+        y: torch.Tensor,
+        lq: torch.Tensor,
+        t: torch.Tensor,
+        steps: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """x_t reached by the model's own reverse steps from x_s ~ q(x_s | x_0, y), s = min(t + steps, T-1).
+
+        The sampler feeds the network states its own earlier steps drew; training on them (scheduled
+        sampling against exposure bias) teaches it not to trust detail it drew itself. Per sample: a
+        sample whose s is reached sooner (t near T-1) stops there.
+        """
+
+        def randn() -> torch.Tensor:
+            return torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
+
+        current = (t + steps).clamp(max=self.num_timesteps - 1)
+        x = self.q_sample(x0, y, current, randn())
+        for _ in range(steps):
+            active = current > t
+            if not active.any():
+                break
+            x0_pred = denoiser(self.scale_input(x, current), current, lq)
+            stepped = self.posterior_mean(x, x0_pred, current) + self.posterior_std(current, x) * randn()
+            x = torch.where(active.view(-1, *([1] * (x.dim() - 1))), stepped, x)
+            current = current - active.long()
+        return x
+
     def training_loss(
         self,
         denoiser: Denoiser,
@@ -188,8 +220,13 @@ class ResShiftSchedule:
         lq: torch.Tensor,
         t: torch.Tensor,
         noise: torch.Tensor,
+        x_t: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample x_0-prediction MSE (ResShift objective with w_t = 1); returns (loss (B,), x0_pred)."""
-        x_t = self.q_sample(x0, y, t, noise)
+        """Per-sample x_0-prediction MSE (ResShift objective with w_t = 1); returns (loss (B,), x0_pred).
+
+        `x_t` replaces the forward-process input q_sample(x0, y, t, noise) when given (see `rollout`).
+        """
+        if x_t is None:
+            x_t = self.q_sample(x0, y, t, noise)
         x0_pred = denoiser(self.scale_input(x_t, t), t, lq)
         return (x0_pred - x0).pow(2).flatten(1).mean(1), x0_pred

@@ -32,6 +32,10 @@ class TeacherLossConfig:
     mse: float = 1.0
     lpips: float = 0.0  # official v3 uses 1.0 with LPIPS-vgg
     lpips_net: str = "vgg"
+    # Exposure-bias fine-tune: with probability rollout_prob a batch's x_t comes from 1..rollout_steps of
+    # the model's own reverse steps (ResShiftSchedule.rollout) instead of the forward process; 0 = off.
+    rollout_steps: int = 0
+    rollout_prob: float = 0.5
 
 
 @dataclass
@@ -92,11 +96,18 @@ class TeacherTrainer(Trainer):
         b = hr.shape[0]
         t = torch.randint(self.schedule.num_timesteps, (b,), generator=generator, device=generator.device)
         noise = torch.randn(z0.shape, generator=generator, device=generator.device)
+        x_t, stats = None, {}
+        loss_cfg, draw = cfg.loss, {"generator": generator, "device": generator.device}
+        if loss_cfg.rollout_steps > 0 and torch.rand((), **draw) < loss_cfg.rollout_prob:
+            steps = int(torch.randint(1, loss_cfg.rollout_steps + 1, (), **draw))
+            with torch.no_grad(), self.autocast():
+                x_t = self.schedule.rollout(self.modules["unet"], z0, z_y, lq, t, steps, generator).float()
+            stats["rollout_steps"] = float(steps)
         with self.autocast():
-            per_sample, x0_pred = self.schedule.training_loss(self.denoise, z0, z_y, lq, t, noise)
+            per_sample, x0_pred = self.schedule.training_loss(self.denoise, z0, z_y, lq, t, noise, x_t)
             mse = per_sample.mean()
             loss = cfg.loss.mse * mse
-            stats = {"mse": mse.item()}
+            stats["mse"] = mse.item()
             if self.lpips is not None:
                 decoded = self.autoencoder.decode(x0_pred).clamp(-1, 1)
                 lp = torch.nan_to_num(self.lpips(decoded.float(), hr.float()).mean(), nan=0.0)

@@ -29,7 +29,7 @@ from training.trainer import OptimConfig, RunConfig, Trainer
 class DecoderLossConfig:
     mse: float = 20.0
     l1: float = 1.0
-    lpips: float = 0.2  # LPIPS-alex; more trades PSNR for LPIPS
+    lpips: float = 0.1  # LPIPS-alex; more trades PSNR for LPIPS
 
 
 @dataclass
@@ -40,9 +40,9 @@ class DecoderTrainConfig:
     lr_mode: str = "realesrgan"
     degradation: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=8))
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, betas=[0.9, 0.99]))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=[0.9, 0.99]))
     loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
-    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/decoder", steps=150))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/decoder", steps=400))
 
 
 class DecoderTrainer(Trainer):

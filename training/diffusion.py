@@ -134,18 +134,30 @@ class ResShiftSchedule:
         """Standard deviation used by p_sample (from the clipped log-variance)."""
         return torch.exp(0.5 * self._at(self.posterior_log_variance_clipped, t, like))
 
+    def reverse_step(
+        self,
+        denoiser: Denoiser,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        lq: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One reverse step at per-sample timesteps t (B,); returns (x_{t-1}, predicted x_0): the posterior
+        mean given the predicted x_0, plus posterior_std * noise unless noise is None."""
+        x0_pred = denoiser(self.scale_input(x_t, t), t, lq)
+        mean = self.posterior_mean(x_t, x0_pred, t)
+        if noise is None:
+            return mean, x0_pred
+        return mean + self.posterior_std(t, x_t) * noise, x0_pred
+
     def p_sample(
         self, denoiser: Denoiser, x_t: torch.Tensor, t: int, lq: torch.Tensor, noise: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One reverse step; returns (x_{t-1}, predicted x_0). `noise` is unused at t = 0."""
-        tt = self.timesteps(x_t.shape[0], t, x_t.device)
-        x0_pred = denoiser(self.scale_input(x_t, tt), tt, lq)
-        mean = self.posterior_mean(x_t, x0_pred, tt)
-        if t == 0:
-            return mean, x0_pred
-        if noise is None:
+        if t > 0 and noise is None:
             raise ValueError(f"p_sample at t={t} needs a noise tensor")
-        return mean + self.posterior_std(tt, x_t) * noise, x0_pred
+        tt = self.timesteps(x_t.shape[0], t, x_t.device)
+        return self.reverse_step(denoiser, x_t, tt, lq, noise if t > 0 else None)
 
     def sample(
         self,
@@ -206,8 +218,7 @@ class ResShiftSchedule:
             active = current > t
             if not active.any():
                 break
-            x0_pred = denoiser(self.scale_input(x, current), current, lq)
-            stepped = self.posterior_mean(x, x0_pred, current) + self.posterior_std(current, x) * randn()
+            stepped, _ = self.reverse_step(denoiser, x, current, lq, randn())
             x = torch.where(active.view(-1, *([1] * (x.dim() - 1))), stepped, x)
             current = current - active.long()
         return x

@@ -34,6 +34,11 @@ def workspace(tmp_path_factory):
     return tmp
 
 
+def read_log(run_dir: Path) -> list[dict]:
+    """The records of a run's log.jsonl, in order."""
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
 def ae_config(tmp: Path, out: str, steps: int, extra=()) -> AutoencoderTrainConfig:
     overrides = [
         *common_overrides(tmp, out),
@@ -75,7 +80,7 @@ def test_autoencoder_resume_continues_the_same_trajectory(workspace):
     b = load_file(str(workspace / "ae_resumed/checkpoints/step_00000004/autoencoder.safetensors"))
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    log = [json.loads(line) for line in (workspace / "ae_resumed/log.jsonl").read_text().splitlines()]
+    log = read_log(workspace / "ae_resumed")
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
     assert (workspace / "ae_resumed/tb").is_dir()
     # Run again with a shorter horizon: nothing to train, and the run keeps the config it ran with.
@@ -160,7 +165,7 @@ def test_slim_autoencoder_keeps_the_reference_latent_space(workspace, autoencode
     trainer = AutoencoderTrainer(cfg := ae_config(workspace, "ae_slim", 2, extra), cfg.run)
     metrics = trainer.fit()
     assert 0 < metrics["codes_kept"] <= 1
-    log = [json.loads(line) for line in (workspace / "ae_slim/log.jsonl").read_text().splitlines()]
+    log = read_log(workspace / "ae_slim")
     assert all(r["latent"] >= 0 and 0 <= r["codes_kept"] <= 1 for r in log if "loss" in r)
     reference = load_file(str(autoencoder_dir / "autoencoder.safetensors"))
     slim = load_file(str(workspace / "ae_slim/model/autoencoder.safetensors"))
@@ -173,20 +178,22 @@ def test_slim_autoencoder_keeps_the_reference_latent_space(workspace, autoencode
         AutoencoderTrainer(cfg := ae_config(workspace, "ae_slim_bad", 1, extra[:3]), cfg.run).build()
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(workspace, autoencoder_dir):
+def teacher_config(tmp: Path, out: str, autoencoder_dir: Path, extra=()) -> TeacherTrainConfig:
     overrides = [
-        *common_overrides(workspace, "teacher"),
+        *common_overrides(tmp, out),
         f"autoencoder={autoencoder_dir}",
         f"model={json.dumps(UNET_MODEL)}",
         "schedule=v3",
         "data.crop_sizes=[32]",
-        "run.steps=2",
-        "run.val_every=2",
-        "run.ckpt_every=2",
-        "loss.lpips=0.5",
+        *extra,
     ]
-    cfg = load_config(TeacherTrainConfig, None, overrides)
+    return load_config(TeacherTrainConfig, None, overrides)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(workspace, autoencoder_dir):
+    extra = ["run.steps=2", "run.val_every=2", "run.ckpt_every=2", "loss.lpips=0.5"]
+    cfg = teacher_config(workspace, "teacher", autoencoder_dir, extra)
     metrics = TeacherTrainer(cfg, cfg.run).fit()
     assert {"teacher_psnr_y", "bicubic_psnr_y", "psnr_gain_db"} <= set(metrics)
     return workspace / "teacher" / "model"
@@ -199,24 +206,17 @@ def test_teacher_trains_validates_and_exports(teacher_dir):
 
 
 def test_teacher_fine_tunes_on_its_own_rollouts(workspace, teacher_dir):
-    overrides = [
-        *common_overrides(workspace, "teacher_rollout"),
-        f"autoencoder={teacher_dir}",
+    extra = [
         f"init_unet={teacher_dir}",
-        f"model={json.dumps(UNET_MODEL)}",
-        "schedule=v3",
-        "data.crop_sizes=[32]",
         "run.steps=3",
         "run.log_every=1",
         "run.val_every=1000",
         "loss.rollout_steps=2",
         "loss.rollout_prob=1.0",
     ]
-    cfg = load_config(TeacherTrainConfig, None, overrides)
+    cfg = teacher_config(workspace, "teacher_rollout", teacher_dir, extra)
     TeacherTrainer(cfg, cfg.run).fit()
-    log_lines = (workspace / "teacher_rollout" / "log.jsonl").read_text().splitlines()
-    log = [json.loads(line) for line in log_lines]
-    steps = [entry["rollout_steps"] for entry in log if "mse" in entry]
+    steps = [entry["rollout_steps"] for entry in read_log(workspace / "teacher_rollout") if "mse" in entry]
     assert len(steps) == 3 and set(steps) <= {1.0, 2.0}
     assert (workspace / "teacher_rollout" / "model" / "config.json").exists()
 
@@ -238,7 +238,7 @@ def test_distill_trains_and_exports_a_student(workspace, teacher_dir):
     assert {"student_psnr_y", "student_lpips_alex"} <= set(metrics)
     after = trainer.modules["student"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    log = [json.loads(line) for line in (workspace / "distill/log.jsonl").read_text().splitlines()]
+    log = read_log(workspace / "distill")
     assert {"theta", "lpips", "gan_g", "fake_mse", "gan_d"} <= set(log[0])
     config = json.loads((workspace / "distill/model/config.json").read_text())
     assert config["components"]["unet"]["kwargs"]["noise_channels"] == 1
@@ -260,7 +260,7 @@ def test_distill_mse_terms_enter_the_student_loss(workspace, teacher_dir):
     ]
     cfg = load_config(DistillTrainConfig, None, overrides)
     DistillTrainer(cfg, cfg.run).fit()
-    log = [json.loads(line) for line in (workspace / "distill_mse/log.jsonl").read_text().splitlines()]
+    log = read_log(workspace / "distill_mse")
     assert log[0]["mse"] > 0 and log[0]["pixel_mse"] > 0
     expected = log[0]["theta"] + 5 * log[0]["mse"] + 3 * log[0]["pixel_mse"]
     assert log[0]["student_loss"] == pytest.approx(expected, rel=1e-5)

@@ -52,6 +52,18 @@ class SRPipeline(nn.Module):
         t = self.schedule.timesteps(lq.shape[0], self.schedule.num_timesteps - 1, lq.device)
         return self.denoise(self.schedule.scale_input(x_T, t), t, lq, student_noise)
 
+    def draw_one_step_latent(self, lq: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """one_step_latent with its noises drawn from `generator`: the prior's, then the student's."""
+        b, _, h, w = lq.shape
+
+        def randn(channels: int) -> torch.Tensor:
+            shape = (b, channels, h, w)
+            return torch.randn(shape, generator=generator, device=generator.device).to(lq.device)
+
+        prior_noise = randn(self.autoencoder.quantize.e_dim)
+        student_noise = randn(self.noise_channels) if self.noise_channels else None
+        return self.one_step_latent(lq, prior_noise, student_noise)
+
     @torch.no_grad()
     def upscale(self, lq01: torch.Tensor, generator: torch.Generator, steps: str = "one") -> torch.Tensor:
         """(B,3,h,w) in [0,1] -> (B,3,4h,4w) in [0,1]. steps: "one" (1 NFE) or "full" (T NFE, teacher).
@@ -65,19 +77,14 @@ class SRPipeline(nn.Module):
         lq = lq01 * 2 - 1
         if pad_h or pad_w:
             lq = F.pad(lq, (0, pad_w, 0, pad_h), mode="reflect")
-        shape = (b, self.autoencoder.quantize.e_dim, lq.shape[2], lq.shape[3])
-
-        def randn(shape_):
-            return torch.randn(shape_, generator=generator, device=generator.device).to(lq.device)
-
-        prior_noise = randn(shape)
         if steps == "one":
-            student_noise = randn((b, self.noise_channels, *shape[2:])) if self.noise_channels else None
-            z0 = self.one_step_latent(lq, prior_noise, student_noise)
+            z0 = self.draw_one_step_latent(lq, generator)
         elif steps == "full":
             if self.noise_channels:
                 raise ValueError("T-step sampling is for the teacher; the student is a one-step model")
             z_y = self.encode_lr(lq)
+            shape = (b, self.autoencoder.quantize.e_dim, lq.shape[2], lq.shape[3])
+            prior_noise = torch.randn(shape, generator=generator, device=generator.device).to(lq.device)
             z0 = self.schedule.sample(self.denoise, z_y, lq, prior_noise, generator=generator)
         else:
             raise ValueError(f"steps must be 'one' or 'full', got {steps!r}")

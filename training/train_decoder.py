@@ -81,13 +81,7 @@ class DecoderTrainer(Trainer):
         hr = hr01 * 2 - 1  # (B,3,S,S)
         with torch.no_grad():
             lq = make_lr(hr01, cfg.lr_mode, self.degradation, generator) * 2 - 1  # (B,3,S/4,S/4)
-            b, _, h, w = lq.shape
-            prior = torch.randn((b, 3, h, w), generator=generator, device=generator.device).to(lq)
-            noise = None
-            if self.pipe.noise_channels:
-                shape = (b, self.pipe.noise_channels, h, w)
-                noise = torch.randn(shape, generator=generator, device=generator.device).to(lq)
-            z0 = self.pipe.one_step_latent(lq, prior, noise)  # (B,3,S/4,S/4)
+            z0 = self.pipe.draw_one_step_latent(lq, generator)  # (B,3,S/4,S/4)
         with self.autocast():
             sr = ae.decode(z0).clamp(-1, 1).float()  # straight-through quantisation when decode_quantized
             mse, l1 = (sr - hr).pow(2).mean(), (sr - hr).abs().mean()

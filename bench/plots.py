@@ -8,7 +8,8 @@
            backend figures (raw_tiles_per_s) also join backends.png.
 --export   the report of bench/export_bench.py: {"results": [{"backend", "batch", "tiles_per_s"}, ...]}:
            backends.png, tiles per second against batch size, one line per backend.
---quality  the JSON of `rsd eval` (training/evaluate.py): quality.png, one bar chart per metric.
+--quality  the JSON of `rsd eval` (training/evaluate.py): quality.png, a row of bar charts per mode
+           (PSNR-Y gain over bicubic with its 95% interval, LPIPS, DISTS, SSIM), a bar per model.
 A file that is not there is skipped with a message; every plot that has data is written.
 """
 
@@ -21,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only, no display
 
@@ -29,11 +31,10 @@ from matplotlib.figure import Figure
 
 # (key in the eval JSON, axis title); the arrow says which way is better.
 QUALITY_METRICS = (
-    ("psnr_y", "PSNR-Y (dB) ↑"),
-    ("ssim_y", "SSIM-Y ↑"),
+    ("psnr_y_gain", "PSNR-Y gain over bicubic (dB) ↑"),
     ("lpips_alex", "LPIPS (alex) ↓"),
     ("dists", "DISTS ↓"),
-    ("seconds_per_image", "seconds / image ↓"),
+    ("ssim_y", "SSIM-Y ↑"),
 )
 PERCENTILES = ("p50", "p95", "p99")
 
@@ -86,29 +87,31 @@ def backends_figure(series: dict[str, dict[int, float]]) -> Figure:
 
 
 def quality_figure(record: dict) -> Figure:
-    """One horizontal bar chart per metric, a bar per model, each value written on its bar."""
-    results = record["results"]
-    names = [f"{r['model']} ({r['nfe']} NFE)" if r["nfe"] else r["model"] for r in results]
-    metrics = [(key, title) for key, title in QUALITY_METRICS if all(key in r for r in results)]
-    columns = 3
-    rows = -(-len(metrics) // columns)
+    """A row per mode, a bar chart per metric, a bar per model with its value written on it; the PSNR gain
+    bars carry their 95% bootstrap interval."""
+    by_mode = record["modes"]
+    first = next(iter(by_mode.values()))
+    names = [f"{r['model']} ({r['nfe']} NFE)" if r["nfe"] else r["model"] for r in first]
+    rows, columns = len(by_mode), len(QUALITY_METRICS)
     fig, grid = plt.subplots(
-        rows, columns, figsize=(12, rows * (0.4 * len(results) + 1.4)), layout="constrained", squeeze=False
+        rows, columns, figsize=(16, rows * (0.4 * len(first) + 1.6)), layout="constrained", squeeze=False
     )
-    axes = grid.ravel()
-    for ax in axes[len(metrics) :]:
-        ax.set_visible(False)
-    for i, (key, title) in enumerate(metrics):
-        ax = axes[i]
-        values = [r[key] for r in results]
-        bars = ax.barh(range(len(values)), values, color=[f"C{j}" for j in range(len(values))])
-        ax.bar_label(bars, [f"{v:.3g}" for v in values], padding=3, fontsize=8)
-        ax.set_yticks(range(len(values)), names if i % columns == 0 else [""] * len(values))
-        ax.invert_yaxis()
-        ax.set_title(title)
-        ax.margins(x=0.25)
-    images = results[0].get("images", "?")
-    fig.suptitle(f"Quality on {record.get('source', '?')} ({record.get('mode', '?')}, {images} images)")
+    for (mode, results), axes in zip(by_mode.items(), grid, strict=True):
+        for i, ((key, title), ax) in enumerate(zip(QUALITY_METRICS, axes, strict=True)):
+            values = [r[key] for r in results]
+            errors = None
+            if key == "psnr_y_gain":
+                errors = np.array([[v - r["psnr_y_gain_ci95"][0], r["psnr_y_gain_ci95"][1] - v]
+                                   for v, r in zip(values, results, strict=True)]).T  # fmt: skip
+            bars = ax.barh(
+                range(len(values)), values, xerr=errors, color=[f"C{j}" for j in range(len(values))]
+            )
+            ax.bar_label(bars, [f"{v:.3g}" for v in values], padding=3, fontsize=8)
+            ax.set_yticks(range(len(values)), names if i == 0 else [""] * len(values))
+            ax.invert_yaxis()
+            ax.set_title(f"{mode}: {title}", fontsize=10)
+            ax.margins(x=0.25)
+    fig.suptitle(f"Quality on {record.get('source', '?')} ({first[0].get('images', '?')} photos per mode)")
     return fig
 
 

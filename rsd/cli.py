@@ -160,7 +160,13 @@ def evaluate(
     source: Annotated[
         Path, typer.Argument(help="A fixed validation set (rsd data make-val) or a folder of HR photos.")
     ],
-    mode: Annotated[str, typer.Option(help="LR synthesis when SOURCE is a photo folder.")] = "realesrgan",
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LR synthesis when SOURCE is a photo folder: clean, mild or realesrgan; repeatable or "
+            "comma-separated (default: a fixed set's own mode, else realesrgan)."
+        ),
+    ] = None,
     seed: int = 0,
     crop_size: int = 256,
     teacher: Annotated[
@@ -175,31 +181,44 @@ def evaluate(
         bool, typer.Option(help="Also print PSNR-Y per photo and the gain over bicubic.")
     ] = False,
 ) -> None:
-    """Score bicubic, the teacher, students and exported graphs on the same (HR, LR) pairs."""
-    from training.evaluate import format_per_image, format_table, run_eval
+    """Score bicubic, the teacher, students and exported graphs on the same (HR, LR) pairs, per mode."""
+    from training.data.degradations import LR_MODES
+    from training.evaluate import format_modes, format_per_image, format_table, run_eval
 
-    results = run_eval(
-        source,
-        mode=mode,
-        seed=seed,
-        crop_size=crop_size,
-        teacher=teacher,
-        students=student or [],
-        onnx=onnx or [],
-        max_images=max_images,
-        threads=threads,
-        json_out=json_out,
-    )
-    typer.echo(format_table(results))
-    if per_image:
-        typer.echo("\n" + format_per_image(results))
+    modes = [m for item in mode or [] for m in item.split(",") if m]
+    unknown = sorted(set(modes) - set(LR_MODES))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown mode(s) {unknown}; expected {', '.join(LR_MODES)}", param_hint="--mode"
+        )
+    try:
+        by_mode = run_eval(
+            source,
+            modes=modes or None,
+            seed=seed,
+            crop_size=crop_size,
+            teacher=teacher,
+            students=student or [],
+            onnx=onnx or [],
+            max_images=max_images,
+            threads=threads,
+            json_out=json_out,
+        )
+    except ValueError as exc:  # a fixed set of another mode, an empty folder
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for name, results in by_mode.items():
+        typer.echo(f"\n{name}:\n{format_table(results)}")
+        if per_image:
+            typer.echo("\n" + format_per_image(results))
+    typer.echo("\n" + format_modes(by_mode))
 
 
 @data_app.command("make-val")
 def make_val(
     src: Annotated[Path, typer.Option(help="Folder of HR photos.", exists=True, file_okay=False)],
     out: Annotated[Path, typer.Option(help="Output folder (hr/, lr/, manifest.json).")],
-    mode: Annotated[str, typer.Option(help="bicubic or realesrgan.")] = "realesrgan",
+    mode: Annotated[str, typer.Option(help="clean, mild or realesrgan.")] = "realesrgan",
     seed: int = 0,
     crop_size: int = 256,
     max_images: int | None = None,

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # data/demo (30 train + 8 validation photos) and data/more (339 more training photos); each builds once.
 python scripts/demo_data.py --more-out data/more
 [ -f data/demo/val-bicubic/manifest.json ] ||
-  rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode bicubic --seed 0 --overwrite
+  rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode clean --seed 0 --overwrite
 [ -f data/demo/val-realesrgan/manifest.json ] ||
   rsd data make-val --src data/demo/val --out data/demo/val-realesrgan --mode realesrgan --seed 0 --overwrite
 
@@ -36,6 +36,9 @@ python -c "import sys, torch; from training.checkpoint import copy_model_dir as 
 c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
   "$STUDENT" "$DECODER"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
-rsd eval data/demo/val-realesrgan --teacher "$TEACHER" --student "$STUDENT" \
+# Scored on the held-out photos in every mode (the acceptance set), and on the old 8-photo set for history.
+rsd eval data/holdout/photos --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
+rsd eval data/demo/val-realesrgan --teacher "$TEACHER" --student "$STUDENT" \
+  --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval-demo-val.json
 python scripts/model_card.py models/default

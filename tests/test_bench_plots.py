@@ -27,16 +27,19 @@ def serve_report(clients: int, tiles_per_s: float, p99: float) -> dict:
     }
 
 
+def quality_rows(bicubic_psnr: float) -> list[dict]:
+    return [
+        {"model": "bicubic", "nfe": 0, "psnr_y": bicubic_psnr, "psnr_y_gain": 0.0,
+         "psnr_y_gain_ci95": [0.0, 0.0], "ssim_y": 0.66, "lpips_alex": 0.52, "dists": 0.31, "images": 5},
+        {"model": "student tiny-x4", "nfe": 1, "psnr_y": bicubic_psnr + 0.8, "psnr_y_gain": 0.8,
+         "psnr_y_gain_ci95": [0.5, 1.2], "ssim_y": 0.69, "lpips_alex": 0.33, "dists": 0.21, "images": 5},
+    ]  # fmt: skip
+
+
 QUALITY = {
-    "source": "data/demo/val",
-    "mode": "realesrgan",
-    "results": [
-        {"model": "bicubic", "nfe": 0, "psnr_y": 24.1, "ssim_y": 0.66, "lpips_alex": 0.52, "dists": 0.31,
-         "seconds_per_image": 0.002, "images": 5},
-        {"model": "student tiny-x4", "nfe": 1, "psnr_y": 24.9, "ssim_y": 0.69, "lpips_alex": 0.33,
-         "dists": 0.21, "seconds_per_image": 0.9, "images": 5},
-    ],
-}  # fmt: skip
+    "source": "data/holdout/photos",
+    "modes": {"clean": quality_rows(28.0), "realesrgan": quality_rows(24.1)},
+}
 EXPORT = {
     "results": [
         {"backend": "tensorrt fp16", "batch": 1, "tiles_per_s": 310.0},
@@ -66,11 +69,14 @@ def test_backend_series_joins_raw_serving_runs_and_export_rows():
     }
 
 
-def test_quality_plot_has_a_bar_per_model_for_every_metric():
+def test_quality_plot_has_a_row_per_mode_and_a_bar_per_model_for_every_metric():
     fig = plots.quality_figure(QUALITY)
-    drawn = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in drawn] == [title for _, title in plots.QUALITY_METRICS]
-    lpips = drawn[2]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [f"{m}: {t}" for m in ("clean", "realesrgan") for _, t in plots.QUALITY_METRICS]
+    gain, lpips = fig.axes[0], fig.axes[1]
+    assert [bar.get_width() for bar in gain.patches] == [0.0, 0.8]
+    whiskers = gain.collections[0].get_segments()  # the student's interval, drawn around its bar
+    assert [float(x) for x in whiskers[1][:, 0]] == [0.5, 1.2]
     assert [bar.get_width() for bar in lpips.patches] == [0.52, 0.33]
 
 

@@ -154,24 +154,70 @@ def test_realesrgan_pipeline_shapes_range_and_reproducibility():
     assert torch.equal(runs[0], runs[1])
     assert (runs[0] - runs[2]).abs().mean() > 0.01
     # Degraded, not destroyed: the LR keeps the image's content.
-    clean = make_lr(hr, "bicubic")
+    clean = make_lr(hr, "clean")
     for s in range(2, 6):
         lr = deg(hr, torch.Generator().manual_seed(s))
         assert (lr.mean(dim=(2, 3)) - clean.mean(dim=(2, 3))).abs().max() < 0.1
         assert np.corrcoef(lr.flatten(), clean.flatten())[0, 1] > 0.6
 
 
-def test_make_lr_bicubic_and_model_range():
+def test_make_lr_clean_and_model_range():
     hr = as_batch(photo(size=64))
-    lr = make_lr(hr, "bicubic")
+    lr = make_lr(hr, "clean")
     assert lr.shape == (1, 3, 16, 16) and torch.equal(lr, torch.round(lr * 255) / 255)
     assert (lr.mean() - hr.mean()).abs() < 0.01
-    with pytest.raises(ValueError, match="Generator"):
-        make_lr(hr, "realesrgan")
-    with pytest.raises(ValueError, match="unknown"):
-        make_lr(hr, "nearest")
+    for mode in ("mild", "realesrgan", {"clean": 1.0}):
+        with pytest.raises(ValueError, match="Generator"):
+            make_lr(hr, mode)
+    for bad in ("nearest", "bicubic", {"blurry": 1.0}, {"clean": -1.0, "mild": 2.0}, {"clean": 0.0}, {}):
+        with pytest.raises(ValueError, match="LR m"):
+            make_lr(hr, bad, generator=torch.Generator())
     m = to_model_range(hr)
     assert m.min() >= -1 and m.max() <= 1 and torch.allclose(from_model_range(m), hr)
+
+
+def _mild_with(hr, seed, **ranges):
+    degradation = RealESRGANDegradation(DegradationConfig.from_dict({"mild": ranges}))
+    return make_lr(hr, "mild", degradation, torch.Generator().manual_seed(seed))
+
+
+def test_mild_mode_is_seeded_light_and_spans_its_documented_ranges():
+    hr = as_batch(photo("astronaut", 128), photo("coffee", 128), photo("chelsea", 128))
+    clean = make_lr(hr, "clean")
+    runs = [make_lr(hr, "mild", generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    assert runs[0].shape == (3, 3, 32, 32) and torch.equal(runs[0], torch.round(runs[0] * 255) / 255)
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+    # Light: much closer to the clean LR than the Real-ESRGAN pipeline usually is.
+    for s in range(4):
+        mild = make_lr(hr, "mild", generator=torch.Generator().manual_seed(s))
+        assert 30 < psnr(mild, clean) < 60
+    assert DegradationConfig().mild.blur_sigma == (0.2, 1.2)
+    assert DegradationConfig().mild.noise_sigma == (0.0, 5.0) and DegradationConfig().mild.jpeg_range == (
+        75,
+        95,
+    )
+    # Each step acts within its range: collapse the others and compare against the step done by hand.
+    none = {"blur_sigma": [1e-3, 1e-3], "noise_sigma": [0.0, 0.0], "jpeg_range": [100, 100]}
+    plain = _mild_with(hr, 0, **none)
+    assert torch.equal(plain, jpeg(clean, 100))  # no blur, no noise: the clean LR through JPEG
+    blur = [psnr(_mild_with(hr, 0, **{**none, "blur_sigma": [s, s]}), plain) for s in (0.2, 0.6, 1.2)]
+    assert blur[0] > 45 and blur[0] > blur[1] > blur[2]
+    noisy = _mild_with(hr, 0, **{**none, "noise_sigma": [5.0, 5.0]})
+    assert 3.5 / 255 < float((noisy - plain).std()) < 6 / 255
+    assert torch.equal(_mild_with(hr, 0, **{**none, "jpeg_range": [75, 75]}), jpeg(clean, 75))
+
+
+def test_lr_mixture_draws_modes_per_sample_reproducibly():
+    hr = as_batch(*[photo(name, 64) for name in ("astronaut", "coffee", "chelsea", "rocket")] * 4)
+    deg = RealESRGANDegradation()
+    mixed = [make_lr(hr, {"clean": 0.5, "mild": 0.5}, deg, torch.Generator().manual_seed(s)) for s in (0, 0)]
+    assert mixed[0].shape == (16, 3, 16, 16) and torch.equal(mixed[0], mixed[1])
+    clean = make_lr(hr, "clean")
+    same = [torch.equal(a, b) for a, b in zip(mixed[0], clean, strict=True)]
+    assert 0 < sum(same) < 16  # some samples drew clean, the others mild
+    assert torch.equal(make_lr(hr, {"clean": 1.0, "realesrgan": 0.0}, deg, torch.Generator()), clean)
+    every = make_lr(hr, {"clean": 1, "mild": 1, "realesrgan": 1}, deg, torch.Generator().manual_seed(3))
+    assert every.shape == clean.shape and torch.equal(every, torch.round(every * 255) / 255)
 
 
 def test_training_pair_pool_keeps_pairs_together():
@@ -274,11 +320,11 @@ def test_val_set_is_deterministic_and_verified(photo_dir, tmp_path):
     assert (tmp_path / "v4/lr/coffee.png").read_bytes() == (tmp_path / "v1/lr/coffee.png").read_bytes()
 
     with pytest.raises(FileExistsError):
-        make_val_set(photo_dir, tmp_path / "v1", mode="bicubic", seed=0, crop_size=64)
+        make_val_set(photo_dir, tmp_path / "v1", mode="clean", seed=0, crop_size=64)
     Image.new("RGB", (16, 16)).save(tmp_path / "v1" / "lr" / "coffee.png")
     with pytest.raises(ValueError, match="sha256"):
         load_val_set(tmp_path / "v1")
-    bic = make_val_set(photo_dir, tmp_path / "v1", mode="bicubic", seed=0, crop_size=64, overwrite=True)
+    bic = make_val_set(photo_dir, tmp_path / "v1", mode="clean", seed=0, crop_size=64, overwrite=True)
     assert bic["degradation"] is None and len(load_val_set(tmp_path / "v1")) == 3
 
 

@@ -266,6 +266,47 @@ def test_distill_mse_terms_enter_the_student_loss(workspace, teacher_dir):
     assert log[0]["student_loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_rsd_eval_scores_every_mode_of_a_photo_folder(workspace, tmp_path):
+    from typer.testing import CliRunner
+
+    from rsd.cli import app
+    from training.data.valset import load_val_set
+
+    out = tmp_path / "eval.json"
+    args = ["eval", str(workspace / "photos"), "--mode", "clean,mild", "--mode", "realesrgan"]
+    result = CliRunner().invoke(app, [*args, "--crop-size", "32", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    by_mode = json.loads(out.read_text())["modes"]
+    assert list(by_mode) == ["clean", "mild", "realesrgan"]
+    bicubic = {m: [s["psnr_y"] for s in rows[0]["per_image"]] for m, rows in by_mode.items()}
+    assert len(set(map(tuple, bicubic.values()))) == 3  # each mode made its own LR
+    # The realesrgan pairs made from the folder are the fixed set's (same photos, seed and crop).
+    fixed = [
+        r["psnr_y"]
+        for r in json.loads(_eval_json(workspace / "val", tmp_path))["modes"]["realesrgan"][0]["per_image"]
+    ]
+    assert bicubic["realesrgan"] == pytest.approx(fixed)
+    summary = result.output.splitlines()[-1]
+    assert summary.startswith("bicubic") and summary.count("+0.00 [+0.00,+0.00]") == 3
+    assert len(load_val_set(workspace / "val")) == len(bicubic["clean"])
+
+    bad = CliRunner().invoke(app, ["eval", str(workspace / "val"), "--mode", "clean"])
+    assert bad.exit_code == 2 and "fixed 'realesrgan'" in bad.output
+    bad = CliRunner().invoke(app, ["eval", str(workspace / "photos"), "--mode", "blurry"])
+    assert bad.exit_code == 2 and "unknown mode" in bad.output
+
+
+def _eval_json(source: Path, tmp_path: Path) -> str:
+    from typer.testing import CliRunner
+
+    from rsd.cli import app
+
+    out = tmp_path / "fixed.json"
+    result = CliRunner().invoke(app, ["eval", str(source), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return out.read_text()
+
+
 def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_dir):
     from typer.testing import CliRunner
 
@@ -278,7 +319,9 @@ def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_di
     args = ["eval", str(workspace / "val"), "--teacher", str(teacher_dir), "--json", str(out), "--per-image"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    results = json.loads(out.read_text())["results"]
+    record = json.loads(out.read_text())
+    assert list(record["modes"]) == ["realesrgan"]  # the fixed set's own mode
+    results = record["modes"]["realesrgan"]
     assert [(r["model"], r["nfe"]) for r in results] == [
         ("bicubic", 0),
         ("teacher (4 steps)", 4),
@@ -291,6 +334,11 @@ def test_rsd_eval_scores_bicubic_and_the_teacher_per_photo(workspace, teacher_di
     for r in results:
         assert r["psnr_y"] == pytest.approx(sum(s["psnr_y"] for s in r["per_image"]) / len(pairs))
         assert r["lpips_alex"] >= 0 and r["dists"] >= 0 and r["seconds_per_image"] > 0
+        gains = [s["psnr_y"] - d for s, d in zip(r["per_image"], direct, strict=True)]
+        assert [s["psnr_y_gain"] for s in r["per_image"]] == pytest.approx(gains)
+        lo, hi = r["psnr_y_gain_ci95"]
+        assert min(gains) <= lo <= r["psnr_y_gain"] <= hi <= max(gains)
+    assert results[0]["psnr_y_gain_ci95"] == [0.0, 0.0] and results[0]["lpips_ratio"] == 1.0
     first = pairs[0].name
     one_step = results[2]["per_image"][0]["psnr_y"]
     assert f"{one_step:.2f} ({one_step - direct[0]:+.2f})" in next(

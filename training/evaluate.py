@@ -1,8 +1,10 @@
-"""`rsd eval`: score models on the same (HR, LR) pairs.
+"""`rsd eval`: score models on the same (HR, LR) pairs, for one or several kinds of input.
 
 Rows: bicubic, the teacher with its T steps, the teacher's own one-step x0 prediction, an RSD student
 (one step) and an exported ONNX graph (through the service's tiler, so it is what users get). Metrics
-per row: PSNR-Y, SSIM-Y, LPIPS-alex, DISTS, NFE and wall time per image.
+per row: PSNR-Y, SSIM-Y, LPIPS-alex, DISTS, NFE and wall time per image; per mode (clean, mild,
+realesrgan: `training.data.degradations`) each row's mean PSNR-Y gain over bicubic with a 95% bootstrap
+interval over the photos, since a mean over a few dozen photos moves by tenths of a dB with the sample.
 """
 
 from __future__ import annotations
@@ -32,11 +34,35 @@ class Row:
 
 
 def pairs_for(source: Path, mode: str, seed: int, crop_size: int, work: Path):
-    """A fixed validation set folder as is, or one made now from a folder of HR photos."""
+    """A fixed validation set folder as is (its manifest's mode must be `mode`), or one made now from a
+    folder of HR photos: the same photos and seed give the same pairs."""
     if (source / MANIFEST).is_file():
+        fixed = json.loads((source / MANIFEST).read_text())["mode"]
+        if fixed != mode:
+            raise ValueError(
+                f"{source} is a fixed {fixed!r} validation set; pass a folder of photos for {mode!r}"
+            )
         return load_val_set(source)
     make_val_set(source, work, mode=mode, seed=seed, crop_size=crop_size)
     return load_val_set(work)
+
+
+def default_modes(source: Path) -> list[str]:
+    """A fixed set's own mode; realesrgan for a folder of photos."""
+    manifest = source / MANIFEST
+    return [json.loads(manifest.read_text())["mode"]] if manifest.is_file() else ["realesrgan"]
+
+
+def bootstrap_interval(
+    values, draws: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (photos resampled with replacement)."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def torch_rows(model_dir: Path, label: str, device: torch.device, seed: int) -> list[Row]:
@@ -79,6 +105,7 @@ def onnx_row(path: Path, seed: int, threads: int) -> Row:
 
 @torch.no_grad()
 def evaluate(rows: list[Row], pairs, device: torch.device) -> list[dict]:
+    """Every row on every pair; the first row is the baseline the gains and LPIPS ratios refer to."""
     lpips, dists = LPIPS("alex").to(device), DISTS().to(device)
     results = []
     for row in rows:
@@ -108,6 +135,14 @@ def evaluate(rows: list[Row], pairs, device: torch.device) -> list[dict]:
                 "per_image": scores,
             }
         )
+    base = results[0]
+    for r in results:
+        gains = [s["psnr_y"] - b["psnr_y"] for s, b in zip(r["per_image"], base["per_image"], strict=True)]
+        for score, gain in zip(r["per_image"], gains, strict=True):
+            score["psnr_y_gain"] = gain
+        r["psnr_y_gain"] = float(np.mean(gains))
+        r["psnr_y_gain_ci95"] = list(bootstrap_interval(gains))
+        r["lpips_ratio"] = r["lpips_alex"] / base["lpips_alex"]
     return results
 
 
@@ -136,10 +171,32 @@ def format_per_image(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_modes(by_mode: dict[str, list[dict]]) -> str:
+    """One row per model, a column group per mode: PSNR-Y, its gain over bicubic with the 95% interval,
+    and LPIPS-alex with its ratio to bicubic's."""
+    modes = list(by_mode)
+    first = by_mode[modes[0]]
+    cell = 38
+    header = f"{'model':<34} {'NFE':>4}" + "".join(f" | {m:^{cell}}" for m in modes)
+    sub = f"{'':<34} {'':>4}" + "".join(
+        f" | {'PSNR-Y  gain [95% CI]':<24} {'LPIPS (x bic)':>13}" for _ in modes
+    )
+    lines = [header, sub, "-" * len(header)]
+    for i, row in enumerate(first):
+        cells = []
+        for m in modes:
+            r = by_mode[m][i]
+            lo, hi = r["psnr_y_gain_ci95"]
+            psnr = f"{r['psnr_y']:.2f} {r['psnr_y_gain']:+.2f} [{lo:+.2f},{hi:+.2f}]"
+            cells.append(f" | {psnr:<24} {r['lpips_alex']:.4f} ({r['lpips_ratio']:.2f})")
+        lines.append(f"{row['model'][:34]:<34} {row['nfe']:>4}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def run_eval(
     source: Path,
     *,
-    mode: str = "realesrgan",
+    modes: list[str] | None = None,
     seed: int = 0,
     crop_size: int = 256,
     teacher: Path | None = None,
@@ -148,27 +205,31 @@ def run_eval(
     max_images: int | None = None,
     threads: int = 2,
     json_out: Path | None = None,
-) -> list[dict]:
+) -> dict[str, list[dict]]:
+    """Results per mode (in the order given; default: a fixed set's own mode, else realesrgan). Each mode's
+    pairs come from `pairs_for`; the models are loaded once and scored on every mode."""
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    source = Path(source)
+    modes = list(modes or default_modes(source))
     with tempfile.TemporaryDirectory() as work:
-        pairs = pairs_for(Path(source), mode, seed, crop_size, Path(work))[:max_images]
+        pairs = {m: pairs_for(source, m, seed, crop_size, Path(work) / m)[:max_images] for m in modes}
     rows = [Row("bicubic", 0, lambda lr, index: bicubic_up(lr))]
     if teacher is not None:
         rows += torch_rows(teacher, "teacher", device, seed)
     for path in students:
         rows += torch_rows(path, f"student {path.parent.name}/{path.name}", device, seed)
     rows += [onnx_row(path, seed, threads) for path in onnx]
-    results = evaluate(rows, pairs, device)
+    by_mode = {m: evaluate(rows, pairs[m], device) for m in modes}
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "source": str(source),
-            "mode": mode,
             "seed": seed,
+            "crop_size": crop_size,
             "device": str(device),
             "threads": threads,
-            "results": results,
+            "modes": by_mode,
         }
         json_out.write_text(json.dumps(record, indent=2) + "\n")
-    return results
+    return by_mode

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.checkpoint import load_model_dir, save_model_dir
-from training.data.degradations import DegradationConfig, RealESRGANDegradation, bicubic_degradation, make_lr
+from training.data.degradations import bicubic_degradation, build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
@@ -53,7 +53,7 @@ class AutoencoderTrainConfig:
     preset: str = "tiny-x4"
     model: dict = field(default_factory=dict)  # overrides of the preset's autoencoder kwargs
     reference: str = ""  # model directory of an autoencoder whose latent space to keep (see module doc)
-    lr_mode: str = "realesrgan"  # LR synthesis for the reference's latents of upsampled LR
+    lr_mode: str | dict[str, float] = "realesrgan"  # LR synthesis for the reference's latents of upsampled LR
     degradation: dict = field(default_factory=dict)  # DegradationConfig overrides
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(
@@ -121,7 +121,7 @@ class AutoencoderTrainer(Trainer):
                 f"{cfg.reference} has no weights for {missing}: the architecture may only drop layers"
             )
         ae.quantize.embedding.weight.requires_grad_(False)
-        self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
+        self.degradation = build_degradation(cfg.lr_mode, cfg.degradation)
         return reference
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from training.checkpoint import load_model_dir, save_model_dir
-from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
+from training.data.degradations import build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
@@ -37,7 +37,7 @@ class DecoderTrainConfig:
     student: str = "runs/tiny-x4/distill-pix20/model"  # its UNet makes the latents (frozen)
     autoencoder: str = "runs/tiny-x4/autoencoder-slim/model"  # the one to fine-tune; same latent space
     decode_quantized: bool = False
-    lr_mode: str = "realesrgan"
+    lr_mode: str | dict[str, float] = "realesrgan"
     degradation: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=8))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=[0.9, 0.99]))
@@ -71,7 +71,7 @@ class DecoderTrainer(Trainer):
         self.add_optimizer("autoencoder", self.trained, cfg.optim)
         self.tracked_ema("autoencoder")
         self.lpips = LPIPS("alex").to(self.device) if cfg.loss.lpips > 0 else None
-        self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
+        self.degradation = build_degradation(cfg.lr_mode, cfg.degradation)
         self.student_config = student.config
 
     def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:

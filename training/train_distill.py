@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from training.checkpoint import load_model_dir, save_model_dir
-from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
+from training.data.degradations import build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.distill import (
     evenly_spaced_timesteps,
@@ -57,7 +57,7 @@ class DistillTrainConfig:
     multistep: int = 4  # N
     student_timesteps: list[int] = field(default_factory=list)  # 0-based; empty = evenly spaced ending at T
     gan_head_width: int = 128
-    lr_mode: str = "realesrgan"
+    lr_mode: str | dict[str, float] = "realesrgan"
     degradation: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=8))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, betas=[0.9, 0.95]))
@@ -112,7 +112,7 @@ class DistillTrainer(Trainer):
         self.add_optimizer("fake", [*fake.parameters(), *head.parameters()], cfg.fake_optim)
         self.tracked_ema("student")
         self.lpips = LPIPS("alex").to(self.device) if cfg.loss.lpips > 0 else None
-        self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
+        self.degradation = build_degradation(cfg.lr_mode, cfg.degradation)
         self.unet_kwargs = {
             **self.teacher_config["components"]["unet"]["kwargs"],
             "noise_channels": cfg.noise_channels,

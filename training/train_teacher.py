@@ -17,7 +17,7 @@ from training.checkpoint import (
     load_state_dict_checked,
     save_model_dir,
 )
-from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
+from training.data.degradations import build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.metrics import LPIPS
@@ -45,7 +45,7 @@ class TeacherTrainConfig:
     model: dict = field(default_factory=dict)  # overrides of the preset's UNet kwargs
     autoencoder: str = "runs/tiny-x4/autoencoder/model"  # model directory of a trained autoencoder
     init_unet: str = ""  # optional: official .pth or model directory to start from
-    lr_mode: str = "realesrgan"  # realesrgan | bicubic
+    lr_mode: str | dict[str, float] = "realesrgan"  # a mode of LR_MODES or a mixture {mode: weight}
     degradation: dict = field(default_factory=dict)  # overrides of DegradationConfig
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=16))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, warmup_steps=200))
@@ -79,7 +79,7 @@ class TeacherTrainer(Trainer):
         self.ddp_unet = self.wrap_ddp(unet)
         self.add_optimizer("unet", unet.parameters(), cfg.optim)
         self.tracked_ema("unet")
-        self.degradation = RealESRGANDegradation(DegradationConfig.from_dict(cfg.degradation))
+        self.degradation = build_degradation(cfg.lr_mode, cfg.degradation)
         self.lpips = LPIPS(cfg.loss.lpips_net).to(self.device) if cfg.loss.lpips > 0 else None
 
     def denoise(self, x, t, lq):

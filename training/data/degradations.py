@@ -1,4 +1,11 @@
-"""LR synthesis for x4 super-resolution: antialiased bicubic, and the Real-ESRGAN second-order pipeline.
+"""LR synthesis for x4 super-resolution, in three modes and their mixture:
+
+    clean       antialiased bicubic x4 down (what a merely small photo looks like)
+    mild        light blur -> bicubic x4 down -> light Gaussian noise -> JPEG 75-95 (a phone photo
+                shared once: MildConfig gives the ranges)
+    realesrgan  the Real-ESRGAN second-order pipeline below (heavily degraded inputs)
+    a mixture   {mode: probability}, drawn per sample, as BSRGAN / Real-ESRGAN users train for the range
+                of inputs a service meets (`make_lr`)
 
 The Real-ESRGAN pipeline (PAPER.md section 7, REFERENCE_CODE.md section 2.5) turns a batch of clean HR
 crops into realistic LR inputs:
@@ -29,6 +36,7 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------------------------------------
 # Configuration (defaults = the official ResShift / SinSR / RSD training configs)
 
+LR_MODES = ("clean", "mild", "realesrgan")
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
@@ -78,10 +86,21 @@ def _stage2() -> StageConfig:
 
 
 @dataclass(frozen=True)
+class MildConfig:
+    """The `mild` mode's ranges, each drawn uniformly per sample (JPEG quality as an integer)."""
+
+    blur_sigma: tuple[float, float] = (0.2, 1.2)  # isotropic Gaussian, HR pixels
+    kernel_size: int = 11  # covers +-4 sigma of the widest blur
+    noise_sigma: tuple[float, float] = (0.0, 5.0)  # Gaussian, 8-bit levels, per channel
+    jpeg_range: tuple[int, int] = (75, 95)
+
+
+@dataclass(frozen=True)
 class DegradationConfig:
     scale: int = 4
     stage1: StageConfig = field(default_factory=_stage1)
     stage2: StageConfig = field(default_factory=_stage2)
+    mild: MildConfig = field(default_factory=MildConfig)
     second_order_prob: float = 0.5
     second_blur_prob: float = 0.8
     final_sinc_prob: float = 0.8  # else the final "sinc" is an identity pulse
@@ -91,14 +110,15 @@ class DegradationConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DegradationConfig:
-        """Defaults overridden by a (YAML-style) dict; `stage1`/`stage2` may override single fields."""
+        """Defaults overridden by a (YAML-style) dict; `stage1`/`stage2`/`mild` may override single fields."""
         top = {f.name for f in fields(cls)}
         unknown = set(d) - top
         if unknown:
             raise ValueError(f"unknown degradation options: {sorted(unknown)}")
         base = cls()
-        out = {k: _tuples(v) for k, v in d.items() if k not in ("stage1", "stage2")}
-        for k in ("stage1", "stage2"):
+        nested = ("stage1", "stage2", "mild")
+        out = {k: _tuples(v) for k, v in d.items() if k not in nested}
+        for k in nested:
             if k in d:
                 out[k] = replace(getattr(base, k), **{sk: _tuples(sv) for sk, sv in d[k].items()})
         return replace(base, **out)
@@ -343,10 +363,31 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 
 def bicubic_degradation(hr: torch.Tensor, scale: int = 4) -> torch.Tensor:
-    """The clean baseline: antialiased bicubic x`scale` downsample, on 8-bit levels. hr (B,3,H,W) in [0,1]."""
-    h, w = hr.shape[-2:]
-    lr = F.interpolate(hr, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-    return quantize_8bit(lr)
+    """The `clean` mode: antialiased bicubic x`scale` downsample, on 8-bit levels. hr (B,3,H,W) in [0,1]."""
+    return quantize_8bit(_bicubic_down(hr, scale))
+
+
+def _bicubic_down(x: torch.Tensor, scale: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return F.interpolate(
+        x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False
+    )
+
+
+def mild_degradation(hr: torch.Tensor, generator: torch.Generator, config: DegradationConfig) -> torch.Tensor:
+    """The `mild` mode: per sample a Gaussian blur, bicubic down, Gaussian noise and a JPEG round trip with
+    the ranges of config.mild; hr (B,3,H,W) in [0,1] -> (B,3,H/s,W/s) on 8-bit levels."""
+    cfg, b = config.mild, hr.shape[0]
+    rng = numpy_rng(generator)
+    sigmas = rng.uniform(*cfg.blur_sigma, size=b)
+    kernels = np.stack([anisotropic_kernel(cfg.kernel_size, s, s, 0.0) for s in sigmas])
+    x = _bicubic_down(filter2d(hr.float(), torch.from_numpy(kernels).float()), config.scale)
+    noise_sigma = torch.as_tensor(rng.uniform(*cfg.noise_sigma, size=b) / 255, device=hr.device).float()
+    noise = torch.randn(x.shape, generator=generator, device=hr.device) * noise_sigma.view(b, 1, 1, 1)
+    quality = torch.as_tensor(
+        rng.integers(cfg.jpeg_range[0], cfg.jpeg_range[1] + 1, size=b), device=hr.device
+    )
+    return quantize_8bit(jpeg((x + noise).clamp(0, 1), quality))
 
 
 def numpy_rng(generator: torch.Generator) -> np.random.Generator:
@@ -431,18 +472,68 @@ class RealESRGANDegradation:
         return quantize_8bit(x)
 
 
+def check_lr_mode(mode: str | dict[str, float]) -> None:
+    """Raise ValueError unless mode is one of LR_MODES or a mixture {mode: weight >= 0} with a positive sum
+    (trainers call it at start-up, so a typo fails before the first step)."""
+    if isinstance(mode, dict):
+        weights = list(mode.values())
+        if (
+            set(mode) - set(LR_MODES)
+            or not all(isinstance(w, int | float) and w >= 0 for w in weights)
+            or (sum(weights) <= 0)
+        ):
+            raise ValueError(f"an LR mixture maps modes of {LR_MODES} to non-negative weights, got {mode}")
+    elif mode not in LR_MODES:
+        raise ValueError(f"unknown LR mode {mode!r}; expected one of {LR_MODES} or a mixture of them")
+
+
+def build_degradation(mode: str | dict[str, float], overrides: dict) -> RealESRGANDegradation:
+    """A trainer's LR synthesis: its config's `lr_mode` checked and `degradation` overrides applied."""
+    check_lr_mode(mode)
+    return RealESRGANDegradation(DegradationConfig.from_dict(overrides))
+
+
 def make_lr(
     hr: torch.Tensor,
-    mode: str,
+    mode: str | dict[str, float],
     degradation: RealESRGANDegradation | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """LR batch for a HR batch (B,3,H,W) in [0,1], H and W multiples of 4: mode 'bicubic' (deterministic) or
-    'realesrgan' (needs a generator on hr.device; default config when degradation is None)."""
-    if mode == "bicubic":
-        return bicubic_degradation(hr, scale=degradation.config.scale if degradation else 4)
-    if mode == "realesrgan":
-        if generator is None:
-            raise ValueError("mode 'realesrgan' needs a torch.Generator (on the HR batch's device)")
-        return (degradation or RealESRGANDegradation())(hr, generator)
-    raise ValueError(f"unknown LR mode {mode!r}; expected 'bicubic' or 'realesrgan'")
+    """LR batch for a HR batch (B,3,H,W) in [0,1], H and W multiples of 4. `mode` is one of LR_MODES or a
+    mixture {mode: probability} drawn per sample; every mode but 'clean' needs a generator on hr.device.
+    The degradation's config (default DegradationConfig) gives the scale and every random range."""
+    check_lr_mode(mode)
+    degradation = degradation or RealESRGANDegradation()
+    config = degradation.config
+    if isinstance(mode, dict):
+        return _mixture(hr, mode, degradation, generator)
+    if mode == "clean":
+        return bicubic_degradation(hr, scale=config.scale)
+    if generator is None:
+        raise ValueError(f"mode {mode!r} needs a torch.Generator (on the HR batch's device)")
+    if mode == "mild":
+        return mild_degradation(hr, generator, config)
+    return degradation(hr, generator)
+
+
+def _mixture(
+    hr: torch.Tensor,
+    weights: dict[str, float],
+    degradation: RealESRGANDegradation,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Each sample's mode drawn with probability weights[mode] (normalised), then each mode run once on the
+    samples that drew it, in LR_MODES order (so the random stream is a function of the generator alone)."""
+    if generator is None:
+        raise ValueError("an LR mixture needs a torch.Generator (on the HR batch's device)")
+    probs = np.array([float(weights.get(m, 0.0)) for m in LR_MODES])
+    picks = torch.from_numpy(
+        numpy_rng(generator).choice(len(LR_MODES), size=hr.shape[0], p=probs / probs.sum())
+    )
+    s = degradation.config.scale
+    out = hr.new_empty((hr.shape[0], 3, hr.shape[2] // s, hr.shape[3] // s))
+    for i, m in enumerate(LR_MODES):
+        idx = (picks == i).nonzero().flatten().to(hr.device)
+        if len(idx):
+            out[idx] = make_lr(hr[idx], m, degradation, generator)
+    return out

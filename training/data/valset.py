@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from training.data.dataset import crop_hr, load_rgb, scan_images, to_tensor
-from training.data.degradations import DegradationConfig, RealESRGANDegradation, make_lr
+from training.data.degradations import LR_MODES, DegradationConfig, RealESRGANDegradation, make_lr
 
 MANIFEST = "manifest.json"
 
@@ -75,8 +75,8 @@ def make_val_set(
     """Write the validation pairs for every readable image under src_dir (sorted, at most max_images) and
     return the manifest. Runs on the CPU, one image at a time. Unreadable files are skipped with a warning."""
     src_dir, out_dir = Path(src_dir), Path(out_dir)
-    if mode not in ("bicubic", "realesrgan"):
-        raise ValueError(f"unknown LR mode {mode!r}; expected 'bicubic' or 'realesrgan'")
+    if mode not in LR_MODES:
+        raise ValueError(f"unknown LR mode {mode!r}; expected one of {LR_MODES}")
     config = degradation or DegradationConfig()
     if crop_size % config.scale:
         raise ValueError(f"crop_size must be a multiple of {config.scale}, got {crop_size}")
@@ -126,7 +126,7 @@ def make_val_set(
         "crop_size": crop_size,
         "rescale": rescale,
         "scale": config.scale,
-        "degradation": dataclasses.asdict(config) if mode == "realesrgan" else None,
+        "degradation": dataclasses.asdict(config) if mode != "clean" else None,
         "torch_version": torch.__version__,
         "pairs": items,
     }

@@ -25,6 +25,7 @@ from model_export import ExportError
 from model_export.metadata import read_metadata
 from model_export.tensorrt import BatchProfile, sidecar, sidecar_path
 from rsd import contract
+from service.filecache import file_sha256, write_atomic
 from service.settings import Settings
 
 CACHE_ENV = "RSD_ENGINE_CACHE"  # read here, not by service.settings
@@ -34,14 +35,6 @@ WORKSPACE_BYTES = 4 << 30
 
 def log(message: str) -> None:
     print(f"gpu_entrypoint: {message}", file=sys.stderr, flush=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def engine_path(
@@ -71,12 +64,6 @@ def engine_sidecar(onnx_path: Path, *, trt_version: str, gpu: tuple[str, str], m
         compute_capability=gpu[1],
         profile=profile,
     )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def cached_engine(onnx_path: Path, cache_dir: Path, max_batch: int) -> Path:

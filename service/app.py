@@ -25,7 +25,7 @@ from service import demo, logs
 from service.api import router
 from service.backends import Backend, load_backend
 from service.batcher import Batcher
-from service.errors import ServiceError, error_response
+from service.errors import ServiceError
 from service.imageio import set_pixel_limit
 from service.metrics import Metrics
 from service.settings import Settings
@@ -165,6 +165,12 @@ class RequestContext:
             }
             log.info("request", extra={"fields": fields})
             logs.request_id.reset(token)
+
+
+def error_response(
+    status: int, type_: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:

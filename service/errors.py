@@ -1,6 +1,7 @@
-"""Typed service errors: each knows its HTTP status and JSON `type`, so handlers map them in one place."""
+"""Typed service errors: each knows its HTTP status and JSON `type`, so handlers map them in one place.
 
-from fastapi.responses import JSONResponse
+No web-stack import here: `rsd upscale` raises and catches these without loading fastapi.
+"""
 
 
 class ServiceError(Exception):
@@ -65,9 +66,3 @@ class ClientClosed(ServiceError):
 
 class InferenceFailed(ServiceError):
     status, type = 500, "inference_failed"
-
-
-def error_response(
-    status: int, type_: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)

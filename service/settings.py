@@ -1,5 +1,6 @@
 """Every knob of the service in one place: environment variables with the `RSD_` prefix."""
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -7,6 +8,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_PATH = Path("models/default/rsd-tiny-x4.onnx")
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/rsd, else ~/.cache/rsd (XDG base directory spec)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "rsd"
 
 
 class Settings(BaseSettings):
@@ -22,6 +28,10 @@ class Settings(BaseSettings):
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(
         0, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core."
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="ONNX Runtime's optimised graphs, so later starts skip optimisation; safe to delete.",
     )
 
     # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost.

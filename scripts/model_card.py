@@ -2,9 +2,9 @@
 
     python scripts/model_card.py models/default
 
-Reads `eval.json` (`rsd eval` on the held-out photos, every mode) and `eval-demo-val.json` (the old 8-photo
-realesrgan set, kept for history), the stage configs as each run recorded them (`run.out_dir`/config.json)
-and the steps and CPU time each stage recorded in its model directory; nothing in the card is typed by hand.
+Reads `eval.json` (`rsd eval` in every LR mode), the stage configs as each run recorded them
+(`run.out_dir`/config.json) and the steps and CPU time each stage recorded in its model directory;
+nothing in the card is typed by hand.
 """
 
 from __future__ import annotations
@@ -42,8 +42,7 @@ def stage_record(config_file: str, command: str) -> dict:
 
 
 EVALUATIONS = {  # file in the model directory -> what it scored
-    "eval.json": "the held-out photos (data/holdout, docs/holdout.md), every mode",
-    "eval-demo-val.json": "the old 8-photo realesrgan validation set (data/demo/val-realesrgan), for history",
+    "eval.json": "the 8 validation photos (data/demo/val), every LR mode",
 }
 
 
@@ -80,7 +79,7 @@ def main(out_dir: Path) -> None:
         "data": "data/demo: photographs from Debian wallpaper packages (scripts/demo_data.py; licences in "
         "data/demo/COPYRIGHT), split by photo; teacher and distillation also train on data/more (339 photos "
         "from Ubuntu wallpaper packages, `scripts/demo_data.py --more-out data/more`; licences in "
-        "data/more/COPYRIGHT); validation = data/demo/val-realesrgan (seed 0)",
+        "data/more/COPYRIGHT); validation = data/demo/val in the clean, mild and realesrgan modes (seed 0)",
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "

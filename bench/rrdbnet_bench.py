@@ -114,16 +114,24 @@ def photo_png(path: Path | None, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def rrdbnet_seconds(size: int, threads: int, repeats: int, png: bytes) -> tuple[float, int]:
-    """(median seconds for decode -> RRDBNet in ONNX Runtime -> encode, parameters)."""
+def export_rrdbnet(path: Path, size: int, *, dynamic: bool = False) -> int:
+    """Write RRDBNet 64/23/32 (random weights, seed 0) as ONNX, input `lr` 1x3xSxS (any HxW with `dynamic`,
+    for callers that tile); returns its parameter count."""
     torch.manual_seed(0)
     net = RRDBNet().eval()
+    axes = {"lr": {2: "height", 3: "width"}, "sr": {2: "height4", 3: "width4"}} if dynamic else None
+    torch.onnx.export(
+        net, (torch.rand(1, 3, size, size),), str(path), input_names=["lr"], output_names=["sr"],
+        opset_version=17, dynamo=False, dynamic_axes=axes,
+    )  # fmt: skip
+    return sum(p.numel() for p in net.parameters())
+
+
+def rrdbnet_seconds(size: int, threads: int, repeats: int, png: bytes) -> tuple[float, int]:
+    """(median seconds for decode -> RRDBNet in ONNX Runtime -> encode, parameters)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rrdbnet.onnx"
-        torch.onnx.export(
-            net, (torch.rand(1, 3, size, size),), str(path), input_names=["lr"], output_names=["sr"],
-            opset_version=17, dynamo=False,
-        )  # fmt: skip
+        params = export_rrdbnet(path, size)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -137,7 +145,7 @@ def rrdbnet_seconds(size: int, threads: int, repeats: int, png: bytes) -> tuple[
         Image.fromarray(out).save(buffer, "PNG")
         return buffer.getvalue()
 
-    return median_seconds(run, repeats), sum(p.numel() for p in net.parameters())
+    return median_seconds(run, repeats), params
 
 
 def main() -> None:

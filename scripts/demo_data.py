@@ -1,12 +1,14 @@
-"""Build the real-photo sets (data/demo, data/more) from Debian and Ubuntu wallpaper packages.
+"""Build the real-photo sets (data/demo, data/more, data/holdout) from Debian and Ubuntu wallpaper packages.
 
     python scripts/demo_data.py [--out data/demo] [--short-side 1024] [--val-every 5] [--more-out data/more]
+                                [--holdout-out data/holdout] [--deb-cache DIR]
 
 The packages are fetched with `apt-get download` and unpacked with `dpkg -x` into a temporary folder: no
 root, no install. Only the photographs are kept (the packages also ship vector and abstract art); they are
 split into train/ and val/ by photo (sorted names, every `val_every`-th to val), and each package's
 copyright file goes to COPYRIGHT/ (the photos are CC-BY / CC-BY-SA / CC0 / GPL: see those files, and
-SOURCES.tsv for which package and file each photo comes from). Run it again and it does nothing.
+SOURCES.tsv for which package and file each photo comes from, with the source file's sha256). Run it again
+and it does nothing.
 
 Why downscale (default short side 1024): wallpapers are 2.5k-6k camera JPEGs, soft at the pixel level
 (lens blur, demosaicing, shallow depth of field, JPEG), so a 256-pixel crop at full size is mostly a smooth
@@ -21,13 +23,21 @@ Debian, so each .deb is fetched from the Ubuntu archive by URL and checked again
 (from the jammy Packages index), then unpacked with `dpkg -x` like the others. All of them go to train: the
 validation photos stay data/demo/val, so every number measured on them stays comparable, and a photo that
 looks like one of them (grey 64x64 thumbnails correlated above 0.95) is refused. Built only with
-`--more-out data/more` (about 420 MB of packages): the default model does not use it (docs/training.md).
+`--more-out data/more` (about 420 MB of packages). `--deb-cache DIR` takes those .debs from DIR where they
+are (checked against the same sha256).
+
+data/holdout/photos (with `--holdout-out`, which needs `--more-out`): 38 photographs from Ubuntu's 22.10-24.04
+wallpaper packages (Budgie's and Ubuntu's, about 245 MB), listed with their sha256 and licence in
+docs/holdout_sources.tsv, a larger validation set than data/demo/val's 8 photos. No training set uses
+those packages; the build still checks, with training/data/disjoint.py, that no file and no scene (copy,
+rescaled copy, crop) is shared with data/demo/{train,val} or data/more/train, writes the check's scores to
+DISJOINT.json and refuses to mark the set complete otherwise (docs/holdout.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import csv
 import json
 import re
 import shutil
@@ -39,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from training.data.disjoint import PARAMETERS, check_disjoint, file_sha256
 
 # Package -> {output name: path inside the package}. Photographs only, picked by looking at every image.
 _PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
@@ -240,6 +252,44 @@ _UBUNTU_NOT_PHOTOS = """
 """
 UBUNTU_NOT_PHOTOS = frozenset(_UBUNTU_NOT_PHOTOS.split())
 
+# The held-out photos' packages (from the noble Packages index); which photos, in HOLDOUT_RECORD.
+HOLDOUT_DEBS = {
+    "budgie-wallpapers-kinetic": (
+        "pool/universe/b/budgie-wallpapers/budgie-wallpapers-kinetic_24.04_all.deb",
+        "73294d1c3023702f239fb45506f57a9ac8ab96f2038bd1aa67c92ef985c0c856",
+    ),
+    "budgie-wallpapers-lunar": (
+        "pool/universe/b/budgie-wallpapers/budgie-wallpapers-lunar_24.04_all.deb",
+        "5a4174407666b7bd986cccf6a28e1936d6a087173e60c66274c0a51d08ff1535",
+    ),
+    "budgie-wallpapers-mantic": (
+        "pool/universe/b/budgie-wallpapers/budgie-wallpapers-mantic_24.04_all.deb",
+        "4920a9bf424e44283370a16bb249ef84c6a0d3c992349efdf91787b4c0aa02d1",
+    ),
+    "budgie-wallpapers-noble": (
+        "pool/universe/b/budgie-wallpapers/budgie-wallpapers-noble_24.04_all.deb",
+        "ccc170788a1552c1fd7f88daae9e16e89f224a82f05dae2ef3f42b6abc55b8a6",
+    ),
+    "ubuntu-wallpapers-kinetic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-kinetic_24.04.2_all.deb",
+        "e4ee73ba38806cfab6688bf9dbf89b3a1c69bccc0f44e95a8b5c7063a2e2f1f2",
+    ),
+    "ubuntu-wallpapers-lunar": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-lunar_24.04.2_all.deb",
+        "196e81cd6a24690e5347b6657bba328ce19038fc08a85fbabff5d1185b63f8cf",
+    ),
+    "ubuntu-wallpapers-mantic": (
+        "pool/universe/u/ubuntu-wallpapers/ubuntu-wallpapers-mantic_24.04.2_all.deb",
+        "8b278872c54ab00dafecc00479af2461ebc7753e79fb374aac06f0f291a8b8d5",
+    ),
+    "ubuntu-wallpapers-noble": (
+        "pool/main/u/ubuntu-wallpapers/ubuntu-wallpapers-noble_24.04.2_all.deb",
+        "528c1c7f55a351006ba2372de82c1f005b165cc5742d706a5fff90551dbfb9b0",
+    ),
+}
+# name, package, path_in_package, sha256 of that file, licence (from the package's copyright file).
+HOLDOUT_RECORD = Path(__file__).resolve().parents[1] / "docs/holdout_sources.tsv"
+
 
 def unpack(deb: Path, root: Path) -> Path:
     """`dpkg -x` a package into root (no root rights, nothing installed)."""
@@ -258,16 +308,20 @@ def fetch(packages: list[str], workdir: Path) -> dict[str, Path]:
     return {pkg: unpack(next(workdir.glob(f"{pkg}_*.deb")), workdir / pkg) for pkg in packages}
 
 
-def fetch_pinned(packages: dict[str, tuple[str, str]], workdir: Path) -> dict[str, Path]:
-    """Download each .deb from the Ubuntu archive, check its pinned sha256, dpkg -x it; package -> root."""
+def fetch_pinned(
+    packages: dict[str, tuple[str, str]], workdir: Path, cache: Path | None = None
+) -> dict[str, Path]:
+    """Take each .deb from cache or the Ubuntu archive, check its pinned sha256, dpkg -x it; pkg -> root."""
     roots = {}
     for pkg, (pool_path, sha256) in packages.items():
-        deb = workdir / Path(pool_path).name
-        try:
-            urllib.request.urlretrieve(UBUNTU_ARCHIVE + pool_path, deb)
-        except OSError as e:
-            sys.exit(f"could not fetch {UBUNTU_ARCHIVE + pool_path} ({e})")
-        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+        name = Path(pool_path).name
+        deb = cache / name if cache is not None and (cache / name).is_file() else workdir / name
+        if not deb.is_file():
+            try:
+                urllib.request.urlretrieve(UBUNTU_ARCHIVE + pool_path, deb)
+            except OSError as e:
+                sys.exit(f"could not fetch {UBUNTU_ARCHIVE + pool_path} ({e})")
+        digest = file_sha256(deb)
         if digest != sha256:
             sys.exit(f"{deb.name}: sha256 {digest}, expected {sha256}; refusing it")
         roots[pkg] = unpack(deb, workdir / pkg)
@@ -315,19 +369,21 @@ def start_build(out: Path, settings: dict, subdirs: tuple[str, ...]) -> bool:
     return True
 
 
-def source_row(dst: Path, split: str, pkg: str, rel: str) -> str:
-    """One SOURCES.tsv line: the saved photo, its split, and where in which package it came from."""
+def source_row(dst: Path, split: str, pkg: str, rel: str, sha256: str) -> str:
+    """One SOURCES.tsv line: the saved photo, its split, which package and file it came from, its sha256."""
     with Image.open(dst) as im:
-        return f"{dst.name}\t{split}\t{pkg}\t{rel}\t{im.width}x{im.height}"
+        return f"{dst.name}\t{split}\t{pkg}\t{rel}\t{im.width}x{im.height}\t{sha256}"
 
 
 def finish_build(out: Path, settings: dict, rows: list[str]) -> None:
     """SOURCES.tsv, then the stamp that marks `out` complete."""
-    (out / "SOURCES.tsv").write_text("\n".join(["name\tsplit\tpackage\tpath_in_package\tsize", *rows]) + "\n")
+    (out / "SOURCES.tsv").write_text(
+        "\n".join(["name\tsplit\tpackage\tpath_in_package\tsize\tsha256", *rows]) + "\n"
+    )
     (out / STAMP).write_text(json.dumps(settings, indent=1) + "\n")
 
 
-def build_more(out: Path, short_side: int, val_dir: Path) -> None:
+def build_more(out: Path, short_side: int, val_dir: Path, deb_cache: Path | None) -> None:
     """data/more/train: Ubuntu's contest photos, none of which resembles a validation photo."""
     settings = {"debs": UBUNTU_DEBS, "not_photos": sorted(UBUNTU_NOT_PHOTOS), "short_side": short_side}
     if not start_build(out, settings, ("train", "COPYRIGHT")):
@@ -336,7 +392,7 @@ def build_more(out: Path, short_side: int, val_dir: Path) -> None:
     val_signatures = [thumbnail_signature(p) for p in sorted(val_dir.iterdir())]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        roots = fetch_pinned(UBUNTU_DEBS, Path(tmp))
+        roots = fetch_pinned(UBUNTU_DEBS, Path(tmp), deb_cache)
         for pkg, root in roots.items():
             shutil.copyfile(root / "usr/share/doc" / pkg / "copyright", out / "COPYRIGHT" / pkg)
             release = pkg.rsplit("-", 1)[1]
@@ -355,11 +411,75 @@ def build_more(out: Path, short_side: int, val_dir: Path) -> None:
                         continue
                     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", src.stem)
                     dst = save_photo(src, out / "train" / f"{release}__{stem}", short_side)
-                    rows.append(source_row(dst, "train", pkg, src.relative_to(root).as_posix()))
+                    rows.append(
+                        source_row(dst, "train", pkg, src.relative_to(root).as_posix(), file_sha256(src))
+                    )
     finish_build(out, settings, rows)
     files = list((out / "train").iterdir())
     mb = sum(f.stat().st_size for f in files) / 2**20
     print(f"{out / 'train'}: {len(files)} photos, {mb:.0f} MiB (licences: {out / 'COPYRIGHT'})")
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def set_photos(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """A built set's photos ('set/split/file' -> file) and their sources' sha256 where SOURCES.tsv has it."""
+    files = {f"{root.name}/{s}/{p.name}": p for s in ("train", "val") for p in sorted((root / s).glob("*"))}
+    rows = read_tsv(root / "SOURCES.tsv")
+    return files, {f"{root.name}/{r['split']}/{r['name']}": r["sha256"] for r in rows if r.get("sha256")}
+
+
+def build_holdout(out: Path, short_side: int, training_sets: list[Path], deb_cache: Path | None) -> None:
+    """data/holdout/photos: HOLDOUT_RECORD's photos; not marked built unless disjoint from training_sets."""
+    record = read_tsv(HOLDOUT_RECORD)
+    missing = [str(s) for s in training_sets if not (s / STAMP).is_file()]
+    if missing:
+        sys.exit(f"{', '.join(missing)}: not built; the held-out photos are checked against it")
+    # A training set rebuilt with other settings has another stamp: the held-out set is rebuilt and checked.
+    against = {str(s): json.loads((s / STAMP).read_text()) for s in training_sets}
+    settings = {
+        "debs": HOLDOUT_DEBS,
+        "photos": record,
+        "short_side": short_side,
+        "check": PARAMETERS,
+        "against": against,
+    }
+    if not start_build(out, settings, ("photos", "COPYRIGHT")):
+        print(f"{out}: already built ({len(list((out / 'photos').iterdir()))} photos)")
+        return
+    rows, photos, sources = [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = fetch_pinned(HOLDOUT_DEBS, Path(tmp), deb_cache)
+        for pkg, root in roots.items():
+            shutil.copyfile(root / "usr/share/doc" / pkg / "copyright", out / "COPYRIGHT" / pkg)
+        for r in record:
+            src = roots[r["package"]] / r["path_in_package"]
+            digest = file_sha256(src)
+            if digest != r["sha256"]:
+                sys.exit(
+                    f"{r['package']}: {r['path_in_package']} is {digest}, {HOLDOUT_RECORD} pins {r['sha256']}"
+                )
+            dst = save_photo(src, out / "photos" / r["name"], short_side)
+            rows.append(source_row(dst, "holdout", r["package"], r["path_in_package"], digest))
+            photos[dst.name], sources[dst.name] = dst, digest
+    others, other_sources = {}, {}
+    for s in training_sets:
+        files, digests = set_photos(s)
+        others |= files
+        other_sources |= digests
+    report = check_disjoint(photos, others, sources, other_sources)
+    (out / "DISJOINT.json").write_text(json.dumps(report, indent=1) + "\n")
+    top, crop = report["max_cross_score"], report["calibration_min"]
+    print(
+        f"{out}: {len(photos)} photos against {len(others)} training photos in {report['seconds']:.0f} s; "
+        f"closest {top['score']:.4f} ({top['photo']} ~ {top['other']}), test crops >= {crop['score']:.4f}"
+    )
+    if not report["ok"]:
+        sys.exit(f"{out}: shared files or scenes, or a missed test crop: see {out / 'DISJOINT.json'}")
+    finish_build(out, settings, rows)
 
 
 def build_demo(out: Path, short_side: int, val_every: int) -> None:
@@ -384,7 +504,7 @@ def build_demo(out: Path, short_side: int, val_every: int) -> None:
         for i, (name, pkg, rel, src) in enumerate(photos):
             split = "val" if i % val_every == 0 else "train"
             dst = save_photo(src, out / split / name, short_side)
-            rows.append(source_row(dst, split, pkg, rel))
+            rows.append(source_row(dst, split, pkg, rel, file_sha256(src)))
     finish_build(out, settings, rows)
 
     for split in ("train", "val"):
@@ -402,10 +522,18 @@ def main() -> None:
         "--short-side", type=int, default=1024, help="downscale to this short side; 0 keeps originals"
     )
     ap.add_argument("--val-every", type=int, default=5, help="every n-th photo (sorted by name) goes to val")
+    ap.add_argument("--holdout-out", default="", help="also build the held-out photos here: data/holdout")
+    ap.add_argument("--deb-cache", type=Path, help="take the Ubuntu .debs from this folder where they are")
     args = ap.parse_args()
+    if args.holdout_out and not args.more_out:
+        ap.error("--holdout-out needs --more-out: the held-out photos are checked against those photos")
     build_demo(args.out, args.short_side, args.val_every)
     if args.more_out:
-        build_more(Path(args.more_out), args.short_side, args.out / "val")
+        build_more(Path(args.more_out), args.short_side, args.out / "val", args.deb_cache)
+    if args.holdout_out:
+        build_holdout(
+            Path(args.holdout_out), args.short_side, [args.out, Path(args.more_out)], args.deb_cache
+        )
 
 
 if __name__ == "__main__":

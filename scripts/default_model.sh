@@ -4,8 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# data/demo (30 train + 8 validation photos) and data/more (339 more training photos); each builds once.
-python scripts/demo_data.py --more-out data/more
+# data/demo (30 train + 8 validation photos), data/more (339 more training photos) and data/holdout (38
+# held-out photos, refused unless disjoint from all of those: docs/holdout.md); each builds once.
+python scripts/demo_data.py --more-out data/more --holdout-out data/holdout
 [ -f data/demo/val-bicubic/manifest.json ] ||
   rsd data make-val --src data/demo/val --out data/demo/val-bicubic --mode clean --seed 0 --overwrite
 [ -f data/demo/val-realesrgan/manifest.json ] ||

@@ -53,7 +53,7 @@ COPY --from=gpu-build /opt/rsd/venv /opt/rsd/venv
 ENV PATH=/opt/rsd/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    RSD_MODEL_PATH=/opt/rsd/models/default/rsd-tiny-x4.onnx \
+    RSD_MODEL_PATH=/opt/rsd/models/default/rsd-tiny-x4-t128.onnx \
     RSD_BACKEND=tensorrt \
     RSD_ENGINE_CACHE=/var/cache/rsd/engines \
     CUDA_CACHE_PATH=/var/cache/rsd/cuda \
@@ -93,7 +93,7 @@ COPY --from=cpu-build /opt/rsd/venv /opt/rsd/venv
 ENV PATH=/opt/rsd/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    RSD_MODEL_PATH=/opt/rsd/models/default/rsd-tiny-x4.onnx \
+    RSD_MODEL_PATH=/opt/rsd/models/default/rsd-tiny-x4.json \
     RSD_HOST=0.0.0.0 \
     RSD_PORT=8000
 WORKDIR /opt/rsd

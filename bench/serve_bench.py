@@ -1,7 +1,7 @@
 """Serving benchmark: the served throughput next to the backend's raw throughput, same model, same run.
 
     .venv/bin/python bench/serve_bench.py                      # fixture model sized like a real network
-    .venv/bin/python bench/serve_bench.py --model models/default/rsd-tiny-x4.onnx --threads 2
+    .venv/bin/python bench/serve_bench.py --model models/default/rsd-tiny-x4.json --threads 2
     python bench/serve_bench.py --backend torch --preset resshift-x4 --max-batch 64   # on a GPU host
 
 1. raw: the backend alone (same threads as the server) at batch sizes 1, 2, 4, ... : tiles/s; the best
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import os
 import socket
 import subprocess
@@ -248,9 +249,10 @@ def main() -> None:
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (args.image, args.image, 3), dtype=np.uint8)).save(buffer, "PNG")
         body = buffer.getvalue()
-        tiles_per_image = plan_tiles(args.image, args.image, tile, args.overlap).count
+        layout = plan_tiles(args.image, args.image, backend.info.tile_sizes, args.overlap)
+        tiles_per_image = layout.cost(tile)  # in tiles of the model's tile size, as the queue counts
         # Room for every saturation client: no 429 there. At overload the same queue bounds latency.
-        queue = max(best_batch, args.clients * tiles_per_image)
+        queue = max(best_batch, math.ceil(args.clients * tiles_per_image))
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -277,7 +279,7 @@ def main() -> None:
         "threads": args.threads,
         "clients": args.clients,
         "cpus": os.cpu_count(),
-        "image": f"{args.image}x{args.image} -> {args.format} ({tiles_per_image} tiles of {tile})",
+        "image": f"{args.image}x{args.image} -> {args.format} ({tiles_per_image:g} tiles of {tile})",
         "raw_tiles_per_s": {str(b): round(v[0], 1) for b, v in raw.items()},
         "best_batch": best_batch,
         "raw_tiles_per_s_after": round(raw_after[0], 1),

@@ -8,6 +8,7 @@ happen inside, so `rsd export trt` on a machine without TensorRT or a GPU fails 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from model_export import ExportError
@@ -18,6 +19,7 @@ def export_onnx(
     model_dir: Path,
     out: Path,
     tile: int = contract.DEFAULT_TILE,
+    extra_tiles: Sequence[int] = (),
     precision: str = "fp32",
     simplify: bool = False,
     opset: int = 17,
@@ -29,14 +31,30 @@ def export_onnx(
     if not (Path(model_dir) / "config.json").is_file():
         raise ExportError(f"{model_dir} is not a model directory (no config.json)", exit_code=2)
     path = run(
-        model_dir, out, tile=tile, precision=precision, simplify_graph=simplify, opset=opset, name=name
+        model_dir,
+        out,
+        tile=tile,
+        extra_tiles=extra_tiles,
+        precision=precision,
+        simplify_graph=simplify,
+        opset=opset,
+        name=name,
     )
-    meta = read_metadata(path)
-    return [
-        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {meta[contract.META_NAME]} "
-        f"{meta[contract.META_PRECISION]}, tile {meta[contract.META_TILE]} -> {contract.SCALE * tile}, "
-        f"dynamic batch, opset {opset}"
-    ]
+    graphs = contract.read_set(path)[1] if extra_tiles else [path]
+    lines = []
+    for graph in graphs:
+        meta = read_metadata(graph)
+        size = int(meta[contract.META_TILE])
+        lines.append(
+            f"wrote {graph} ({graph.stat().st_size / 2**20:.1f} MiB): {meta[contract.META_NAME]} "
+            f"{meta[contract.META_PRECISION]}, tile {size} -> {contract.SCALE * size}, dynamic batch, "
+            f"opset {opset}"
+        )
+    if extra_tiles:
+        data = json.loads(read_metadata(graphs[0])[contract.META_EXTERNAL_DATA])
+        mib = sum((path.parent / name).stat().st_size for name in data) / 2**20
+        lines.append(f"wrote {path}, the set's manifest; the graphs share {sorted(data)} ({mib:.1f} MiB)")
+    return lines
 
 
 def export_trt(
@@ -51,29 +69,30 @@ def export_trt(
     verify: bool = False,
     tolerance: float = 1e-2,
 ) -> list[str]:
-    from model_export.tensorrt import BatchProfile, require_tensorrt, sidecar_path
+    from model_export.tensorrt import BatchProfile, export_trt_set, require_tensorrt, sidecar_path
     from model_export.tensorrt import export_trt as run
 
     require_tensorrt()  # before anything slow: exit code 2 with one line where TensorRT or the GPU is missing
-    profile = BatchProfile(min_batch, opt_batch, max_batch)
-
-    plan, result = run(
-        source,
-        out,
-        tile=tile,
-        profile=profile,
-        workspace_gib=workspace_gib,
-        timing_cache=timing_cache,
-        verify=verify,
-        tolerance=tolerance,
-    )
-    lines = [f"wrote {plan} ({plan.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(plan)}"]
-    if result is not None:
-        if not result["ok"]:
-            raise ExportError(
-                f"engine {plan} differs from ONNX Runtime: {json.dumps(result, sort_keys=True)}"
-            )
-        lines.append("verify: " + json.dumps(result, sort_keys=True))
+    options = {
+        "profile": BatchProfile(min_batch, opt_batch, max_batch),
+        "workspace_gib": workspace_gib,
+        "timing_cache": timing_cache,
+        "verify": verify,
+        "tolerance": tolerance,
+    }
+    if Path(source).suffix == ".json":  # a model set: one engine per tile size, --out names their manifest
+        results = export_trt_set(source, out, **options)
+    else:
+        results = [run(source, out, tile=tile, **options)]
+    lines = []
+    for plan, result in results:
+        lines.append(f"wrote {plan} ({plan.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(plan)}")
+        if result is not None:
+            if not result["ok"]:
+                raise ExportError(
+                    f"engine {plan} differs from ONNX Runtime: {json.dumps(result, sort_keys=True)}"
+                )
+            lines.append("verify: " + json.dumps(result, sort_keys=True))
     return lines
 
 
@@ -86,15 +105,14 @@ def export_triton(
     instances: int = 1,
     kind: str = "gpu",
 ) -> list[str]:
-    from model_export.triton import export_triton as run
+    from model_export.triton import export_triton, export_triton_set
 
-    model_dir = run(
-        source,
-        repo,
-        name=name,
-        max_batch=max_batch,
-        max_queue_delay_us=max_queue_delay_us,
-        instances=instances,
-        kind=kind,
-    )
-    return [f"wrote Triton model {model_dir} (config.pbtxt, 1/{next((model_dir / '1').iterdir()).name})"]
+    options = {"max_batch": max_batch, "max_queue_delay_us": max_queue_delay_us, "instances": instances}
+    if Path(source).suffix == ".json":  # a model set: one Triton model per tile size
+        models = export_triton_set(source, repo, name=name, kind=kind, **options)
+    else:
+        models = [export_triton(source, repo, name=name, kind=kind, **options)]
+    return [
+        f"wrote Triton model {model_dir} (config.pbtxt, 1/{next((model_dir / '1').iterdir()).name})"
+        for model_dir in models
+    ]

@@ -12,20 +12,26 @@ normalisations (the UNet computes GroupNorm in fp32 on purpose) and the schedule
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
+import json
+import struct
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import set_external_data
 
 from model_export import ExportError
 from model_export.fused import FusedUpscaler, build_fused, model_metadata
 from model_export.metadata import set_metadata
 from rsd import contract
+from service.filecache import file_sha256
 from training.checkpoint import load_model_dir
 
 OPSET = 17
@@ -242,47 +248,146 @@ def export_onnx(
     out: str | Path,
     *,
     tile: int = contract.DEFAULT_TILE,
+    extra_tiles: Iterable[int] = (),
     precision: str = "fp32",
     simplify_graph: bool = False,
     opset: int = OPSET,
     name: str | None = None,
 ) -> Path:
-    """Write the fused graph of a model directory to `out` (fp32 or fp16) with its metadata; returns `out`."""
+    """Write the fused graph of a model directory to `out` (fp32 or fp16) with its metadata; returns `out`.
+
+    With `extra_tiles`, `out` is a model set's manifest (.json, rsd/contract.py): a graph for `tile` and for
+    each extra size is written beside it as `<out stem>-t<size>.onnx`, sharing one copy of the weights
+    (`share_weights`), and `tile` is the set's unit tile."""
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"precision must be fp32 or fp16, got {precision!r}", exit_code=2)
     if not OPSET <= opset <= MAX_TENSORRT_OPSET:
         raise ExportError(f"opset must be in {OPSET}..{MAX_TENSORRT_OPSET}, got {opset}", exit_code=2)
-    model_dir = Path(model_dir)
+    model_dir, out, extra_tiles = Path(model_dir), Path(out), tuple(extra_tiles)
+    if (out.suffix == ".json") != bool(extra_tiles):
+        raise ExportError("graphs for several tile sizes need a .json --out, one graph a .onnx", exit_code=2)
     bundle = load_model_dir(model_dir)
     module = build_fused(bundle)
-    if tile <= 0 or tile % module.tile_multiple:
+    tiles = sorted({tile, *extra_tiles})
+    bad = [t for t in tiles if t <= 0 or t % module.tile_multiple]
+    if bad:
         raise ExportError(
-            f"tile must be a positive multiple of {module.tile_multiple} for this model, got {tile}",
+            f"tile must be a positive multiple of {module.tile_multiple} for this model, got {bad[0]}",
             exit_code=2,
         )
-    with torch.no_grad():
-        model = trace(module, tile, opset)
-    # fp16 before onnxsim: the converter round-trips the quantizer's inputs of a simplified graph via fp16.
-    if precision == "fp16":
-        model = to_fp16(model, quantized=bundle.autoencoder.decode_quantized)
-    if simplify_graph:
-        model = simplify(model)
-    metadata = model_metadata(model_dir, bundle.config, tile=tile, precision=precision, name=name)
-    return save(model, out, metadata, tile)
+    graphs = {}
+    for size in tiles:
+        with torch.no_grad():
+            model = trace(module, size, opset)
+        # fp16 before onnxsim: the converter round-trips the quantizer's inputs of a simplified graph
+        # via fp16.
+        if precision == "fp16":
+            model = to_fp16(model, quantized=bundle.autoencoder.decode_quantized)
+        if simplify_graph:
+            model = simplify(model)
+        metadata = model_metadata(model_dir, bundle.config, tile=size, precision=precision, name=name)
+        graphs[size] = finish(model, metadata, size)
+    if not extra_tiles:
+        return write(graphs[tile], out)
+    return write_set(graphs, out, unit=tile, sources=_model_weights(model_dir, out.parent))
 
 
-def save(model: onnx.ModelProto, out: str | Path, metadata: Mapping[str, str], tile: int) -> Path:
-    """Attach metadata, refuse a graph that fails `check_graph`, write it."""
+def finish(model: onnx.ModelProto, metadata: Mapping[str, str], tile: int) -> onnx.ModelProto:
+    """Attach metadata and store exact fp16 weights; refuse a graph that fails `check_graph`."""
     set_metadata(model, metadata)
     model.doc_string = "rsd fused x4 upscaler: lq, noise_prior, noise_student -> sr (see rsd/contract.py)"
     store_exact_fp16(model)
     problems = check_graph(model, tile)
     if problems:
         raise ExportError("exported graph fails its checks: " + "; ".join(problems))
-    out = Path(out)
+    return model
+
+
+def write(model: onnx.ModelProto, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
     return out
+
+
+def save(model: onnx.ModelProto, out: str | Path, metadata: Mapping[str, str], tile: int) -> Path:
+    """`finish` the graph and write it to `out`, self-contained."""
+    return write(finish(model, metadata, tile), Path(out))
+
+
+def write_set(
+    graphs: Mapping[int, onnx.ModelProto], out: Path, *, unit: int, sources: Sequence[Path]
+) -> Path:
+    """Finished graphs -> `<out stem>-t<size>.onnx` beside the manifest `out`, their weights shared."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    digests = share_weights(graphs.values(), out.parent, out.with_suffix(".weights").name, sources)
+    files = []
+    for size, model in sorted(graphs.items()):
+        model.metadata_props.add(key=contract.META_EXTERNAL_DATA, value=json.dumps(digests, sort_keys=True))
+        files.append(write(model, out.with_name(f"{out.stem}-t{size}.onnx")))
+    return contract.write_set(out, unit, files)
+
+
+def _model_weights(model_dir: Path, folder: Path) -> list[Path]:
+    """The model directory's safetensors files when the graphs' folder holds the directory (the embedded
+    default: models/default/student), so that the graphs read their weights from them; else none."""
+    if not model_dir.resolve().is_relative_to(folder.resolve()):
+        return []
+    return sorted(model_dir.glob("*.safetensors"))
+
+
+def share_weights(
+    models: Iterable[onnx.ModelProto], folder: Path, name: str, sources: Sequence[Path] = ()
+) -> dict[str, str]:
+    """Move the large tensors of `models` (initializers and Constant values) to ONNX external data, one copy
+    of each distinct tensor however many graphs hold it. A tensor found byte for byte in a `sources`
+    safetensors file is read from there; the others are written to `folder/name`.
+
+    Returns {file relative to `folder`: sha256} of the files the graphs read, for their metadata
+    (contract.META_EXTERNAL_DATA): the service refuses a graph whose files changed since."""
+    places = {}  # sha256 of a tensor's bytes -> (file relative to folder, offset, length)
+    for source in sources:
+        location = source.resolve().relative_to(folder.resolve()).as_posix()
+        for digest, offset, length in _safetensors_tensors(source):
+            places.setdefault(digest, (location, offset, length))
+    blob, used = bytearray(), set()
+    for model in models:
+        for tensor in _large_tensors(model):
+            digest = hashlib.sha256(tensor.raw_data).digest()
+            if digest not in places:
+                places[digest] = (name, len(blob), len(tensor.raw_data))
+                blob += tensor.raw_data
+            location, offset, length = places[digest]
+            set_external_data(tensor, location, offset=offset, length=length)
+            tensor.ClearField("raw_data")
+            used.add(location)
+    if blob:
+        (folder / name).write_bytes(blob)
+    return {location: file_sha256(folder / location) for location in sorted(used)}
+
+
+def _large_tensors(model: onnx.ModelProto, min_bytes: int = 1024) -> Iterator[onnx.TensorProto]:
+    constants = (
+        attr.t
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
+    )
+    for tensor in itertools.chain(model.graph.initializer, constants):
+        if len(tensor.raw_data) >= min_bytes:
+            yield tensor
+
+
+def _safetensors_tensors(path: Path) -> Iterator[tuple[bytes, int, int]]:
+    """(sha256, offset in the file, length) of each tensor of a safetensors file: an 8-byte little-endian
+    header length, the JSON header (offsets relative to the data after it), the data."""
+    data = path.read_bytes()
+    (header_length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_length])
+    for key, entry in header.items():
+        if key != "__metadata__":
+            start, end = (8 + header_length + offset for offset in entry["data_offsets"])
+            yield hashlib.sha256(data[start:end]).digest(), start, end - start
 
 
 def store_exact_fp16(model: onnx.ModelProto, min_elements: int = 1024) -> int:

@@ -6,7 +6,9 @@ output comparison. The engine is built from the fp16 ONNX export, strongly typed
 search of that graph survives into the engine.
 
 Sidecar (`model.plan` -> `model.json`): the ONNX file's `rsd.*` metadata, which the service's TensorRT
-backend reads because an engine has no metadata of its own, plus `tensorrt.*` build facts.
+backend reads because an engine has no metadata of its own, plus `tensorrt.*` build facts. A model set's
+manifest (graphs for several tile sizes) gives one engine per size and a manifest of the engines
+(`export_trt_set`).
 """
 
 from __future__ import annotations
@@ -172,6 +174,25 @@ def export_trt(
     sidecar_path(out).write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
     result = verify_engine(out, onnx_path, batch=profile.opt, tolerance=tolerance) if verify else None
     return out, result
+
+
+def export_trt_set(
+    manifest: str | Path, out: str | Path, **options: object
+) -> list[tuple[Path, dict | None]]:
+    """One engine per graph of a model set, `<out stem>-t<size>.plan` with its sidecar, and `out`, the
+    manifest (.json) that lists them, which the service's TensorRT backend loads as a set."""
+    require_tensorrt()
+    manifest, out = Path(manifest), Path(out)
+    try:
+        tile_size, graphs = contract.read_set(manifest)
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportError(f"cannot read the model set {manifest}: {e}", exit_code=2) from None
+    results = []
+    for graph in graphs:
+        tile = read_metadata(graph)[contract.META_TILE]
+        results.append(export_trt(graph, out.with_name(f"{out.stem}-t{tile}.plan"), **options))
+    contract.write_set(out, tile_size, [plan for plan, _ in results])
+    return results
 
 
 def verify_engine(plan: Path, onnx_path: Path, *, batch: int, tolerance: float, iterations: int = 20) -> dict:

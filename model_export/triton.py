@@ -3,6 +3,8 @@
     <repo>/<name>/config.pbtxt
     <repo>/<name>/1/model.onnx   (platform onnxruntime_onnx)  or  1/model.plan (platform tensorrt_plan)
 
+A model set (.json, graphs for several tile sizes) becomes one such model per size, `<name>_t<size>`.
+
 Requests are tiles: every input has the fixed tile shape, so Triton's dynamic batcher can merge tiles of
 different requests (it only merges equal non-batch shapes) up to max_batch_size. The `rsd.*` metadata is
 copied into the config's `parameters`, so it shows in Triton's model-config endpoint.
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+
+import onnx
 
 from model_export import ExportError
 from model_export.metadata import read_metadata
@@ -135,7 +139,10 @@ def export_triton(
 
     model_dir = repo / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, model_dir / "1" / filename)
+    if contract.META_EXTERNAL_DATA in metadata:  # a graph of a set: Triton gets it with its weights inside
+        onnx.save(onnx.load(str(source)), str(model_dir / "1" / filename))
+    else:
+        shutil.copyfile(source, model_dir / "1" / filename)
     (model_dir / "config.pbtxt").write_text(
         config_pbtxt(
             name=name,
@@ -149,3 +156,19 @@ def export_triton(
         )
     )
     return model_dir
+
+
+def export_triton_set(
+    manifest: str | Path, repo: str | Path, *, name: str = "rsd_x4", **options: object
+) -> list[Path]:
+    """One Triton model per graph of a model set (`<name>_t<size>`); Triton batches each size on its own.
+    The client picks the model by tile size, as service/tiling.py lays an image out."""
+    try:
+        _, graphs = contract.read_set(Path(manifest))
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportError(f"cannot read the model set {manifest}: {e}", exit_code=2) from None
+    models = []
+    for graph in graphs:
+        tile = read_metadata(graph)[contract.META_TILE]
+        models.append(export_triton(graph, repo, name=f"{name}_t{tile}", **options))
+    return models

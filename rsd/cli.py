@@ -124,7 +124,7 @@ def upscale(
     if suffix is None:
         raise typer.BadParameter("--format must be png, jpeg or webp")
     path = model or DEFAULT_MODEL_PATH
-    if tile is not None and path.suffix == ".onnx":
+    if tile is not None and path.suffix in (".onnx", ".json"):  # a set's graphs are <stem>-t<size>.onnx
         path = path if path.stem.endswith(f"-t{tile}") else path.with_name(f"{path.stem}-t{tile}.onnx")
     backend_name = (
         "torch" if path.is_dir() else "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
@@ -259,6 +259,10 @@ def export_onnx(
     model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + safetensors).")],
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("build/export/rsd-x4.onnx"),
     tile: int = 64,
+    extra_tile: Annotated[
+        list[int] | None,
+        typer.Option(help="Also a graph of this tile size (repeatable); --out is then a .json model set."),
+    ] = None,
     precision: Annotated[str, typer.Option(help="fp32 or fp16")] = "fp32",
     simplify: bool = False,
     opset: int = 17,
@@ -267,13 +271,15 @@ def export_onnx(
     """Fused graph (bicubic x4, encoder, one student step, quantise, decoder): fixed tile, dynamic batch."""
     from model_export import cli
 
-    _export(cli.export_onnx, model_dir=model_dir, out=out, tile=tile, precision=precision, simplify=simplify,
-            opset=opset, name=name)  # fmt: skip
+    _export(cli.export_onnx, model_dir=model_dir, out=out, tile=tile, extra_tiles=extra_tile or [],
+            precision=precision, simplify=simplify, opset=opset, name=name)  # fmt: skip
 
 
 @export_app.command("trt")
 def export_trt(
-    source: Annotated[Path, typer.Argument(help="Model directory or .onnx file.")],
+    source: Annotated[
+        Path, typer.Argument(help="Model directory, .onnx file or a model set's .json (an engine per size).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o")] = Path("build/export/rsd-x4-fp16.plan"),
     tile: int = 64,
     min_batch: int = 1,
@@ -294,7 +300,9 @@ def export_trt(
 
 @export_app.command("triton")
 def export_triton(
-    source: Annotated[Path, typer.Argument(help=".onnx file or .plan (with its .json sidecar).")],
+    source: Annotated[
+        Path, typer.Argument(help=".onnx file, .plan (with its .json sidecar) or a model set's .json.")
+    ],
     repo: Annotated[Path, typer.Option("--repo")] = Path("build/triton"),
     name: str = "rsd_x4",
     max_batch: int = 16,

@@ -5,6 +5,9 @@ student consumes, so outputs are reproducible from a seed. Latents of the VQ-f4 
 the LR tile's spatial size (HR / 4), which is why both noise inputs are tile-sized.
 """
 
+import json
+from pathlib import Path
+
 SCALE = 4
 LATENT_CHANNELS = 3
 
@@ -26,5 +29,32 @@ META_PRECISION = "rsd.precision"
 META_SCHEDULE = "rsd.schedule_json"
 META_CONFIG_HASH = "rsd.config_hash"
 META_TRAINING = "rsd.training_json"
+# {path relative to the graph: sha256} of the files that hold a graph's weights as ONNX external data (graphs
+# of several tile sizes share one copy); absent for a self-contained graph.
+META_EXTERNAL_DATA = "rsd.external_data_json"
 
 DEFAULT_TILE = 64
+
+# A model as graphs (or engines) for several tile sizes: a JSON manifest {"format": SET_FORMAT,
+# "tile_size": t, "graphs": [file names beside it]}; tile_size is one of the graphs' sizes and the unit
+# the service counts work in.
+SET_FORMAT = "rsd-graph-set"
+
+
+def read_set(manifest: Path) -> tuple[int, list[Path]]:
+    """(tile_size, graph paths) of a model set's manifest; ValueError (or OSError) for anything else."""
+    content = json.loads(manifest.read_text())
+    if not isinstance(content, dict) or content.get("format") != SET_FORMAT:
+        raise ValueError(f"{manifest} is not an {SET_FORMAT} manifest")
+    graphs = content.get("graphs")
+    if not isinstance(graphs, list) or not graphs or not all(isinstance(g, str) for g in graphs):
+        raise ValueError(f"{manifest} lists no graphs")
+    return int(content["tile_size"]), [manifest.parent / name for name in graphs]
+
+
+def write_set(manifest: Path, tile_size: int, graphs: list[Path]) -> Path:
+    """Write the manifest of graphs that lie beside it."""
+    names = [graph.relative_to(manifest.parent).as_posix() for graph in graphs]
+    content = {"format": SET_FORMAT, "tile_size": tile_size, "graphs": names}
+    manifest.write_text(json.dumps(content, indent=2) + "\n")
+    return manifest

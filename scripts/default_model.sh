@@ -29,15 +29,17 @@ DECODER=$(out_dir configs/tiny-x4/decoder.yaml)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
-# student's unquantised latents. Its graph takes 128x128 LR tiles: a 128x128 photo is one call, and
-# without the attention a tile's cost is linear in its area.
+# student's unquantised latents. Its graphs take LR tiles of 64 to 256 pixels, which the service picks
+# per image (without the attention a tile's cost is linear in its area); they read the student's
+# safetensors, so the weights are stored once (README, Performance).
 mkdir -p models/default
 rm -rf models/default/student
 python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
 c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
   "$STUDENT" "$DECODER"
-rsd export onnx models/default/student --out models/default/rsd-tiny-x4.onnx --tile 128 --name rsd-tiny-x4
+rsd export onnx models/default/student --out models/default/rsd-tiny-x4.json --tile 128 --extra-tile 64 \
+  --extra-tile 96 --extra-tile 192 --extra-tile 256 --name rsd-tiny-x4
 # Scored in every LR mode on the 8 validation photos (their realesrgan pairs are data/demo/val-realesrgan's).
 rsd eval data/demo/val --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
-  --student models/default/student --onnx models/default/rsd-tiny-x4.onnx --json models/default/eval.json
+  --student models/default/student --onnx models/default/rsd-tiny-x4.json --json models/default/eval.json
 python scripts/model_card.py models/default

@@ -85,7 +85,8 @@ def main(out_dir: Path) -> None:
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
         "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
         "which it decodes without the codebook lookup) in fp32",
-        "graph": "rsd-tiny-x4.onnx takes 128x128 LR tiles (a smaller image is padded to one tile)",
+        "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, read the student's "
+        "weights, and each image is laid out in them",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),
         "evaluations": evaluations,

@@ -56,7 +56,8 @@ class ModelCard(BaseModel):
     name: str
     version: str
     scale: int
-    tile_size: int
+    tile_size: int  # the unit of max_batch_tiles and the tile metrics
+    tile_sizes: list[int]  # every size the model has a graph for; each image is laid out in them
     tile_overlap: int
     max_batch_tiles: int
     backend: str
@@ -134,12 +135,14 @@ async def list_models(state: State) -> ModelList:
     if state.backend is None:
         raise NotReady("the model is not loaded yet")
     info = state.backend.info
-    batch = state.batcher.max_batch if state.batcher else state.settings.max_batch_tiles
+    limits = state.batcher.batch_limits if state.batcher else {}
+    batch = limits.get(info.tile_size, state.settings.max_batch_tiles)
     card = ModelCard(
         name=info.name,
         version=info.version,
         scale=info.scale,
         tile_size=info.tile_size,
+        tile_sizes=list(info.tile_sizes),
         tile_overlap=state.settings.tile_overlap,
         max_batch_tiles=batch,
         backend=info.backend,

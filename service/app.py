@@ -30,7 +30,7 @@ from service.imageio import set_pixel_limit
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import ServiceState
-from service.tiling import plan_tiles
+from service.tiling import TileBatch, check_overlap
 
 log = logging.getLogger("service")
 
@@ -82,20 +82,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.backend is None:
         state.backend = await loop.run_in_executor(None, load_backend, settings)
     info = state.backend.info
-    plan_tiles(info.tile_size, info.tile_size, info.tile_size, settings.tile_overlap)  # overlap fits the tile
+    check_overlap(info.tile_sizes, settings.tile_overlap)
     state.metrics.set_model(info)
-    batch = min(settings.max_batch_tiles, info.max_batch or settings.max_batch_tiles)
     state.batcher = Batcher(
         state.backend.run,
-        max_batch_tiles=batch,
+        tile_size=info.tile_size,
+        batch_limits=info.batch_limits(settings.max_batch_tiles),
         max_wait_ms=settings.max_wait_ms,
         max_queue_tiles=settings.max_queue_tiles,
         metrics=state.metrics,
     )
     state.batcher.start()
-    await _warm_up(state.batcher, info.tile_size, batch)
+    await _warm_up(state.batcher, info.tile_size)
     state.ready = True
-    log.info("ready", extra={"fields": {"model": info.name, "backend": info.backend, "tile": info.tile_size}})
+    fields = {"model": info.name, "backend": info.backend, "tile": info.tile_size, "tiles": info.tile_sizes}
+    log.info("ready", extra={"fields": fields})
     try:
         yield
     finally:
@@ -105,11 +106,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.cpu_pool.shutdown(wait=False)
 
 
-async def _warm_up(batcher: Batcher, tile: int, batch: int) -> None:
-    """One full batch through the real path: allocates the backend's buffers for the largest batch."""
-    lq = np.full((batch, 3, tile, tile), 0.5, np.float32)
+async def _warm_up(batcher: Batcher, tile: int) -> None:
+    """One full batch of the model's tile size through the real path: allocates the backend's buffers for
+    the largest batch (every size's full batch holds about the same pixels, and ONNX Runtime's sessions
+    share one arena); the other sizes' first batches only pay their own first-run setup."""
+    batch = batcher.batch_limits[tile]
     noise = np.zeros((batch, 3, tile, tile), np.float32)
-    job = batcher.submit(batcher.admit(batch), lq, noise, noise[:, :1], time.perf_counter() + 600)
+    tiles = TileBatch(np.full((batch, 3, tile, tile), 0.5, np.float32), noise, noise[:, :1])
+    job = batcher.submit(batcher.admit(batch), {tile: tiles}, time.perf_counter() + 600)
     await job.future
 
 

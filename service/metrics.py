@@ -2,7 +2,9 @@
 
 Names follow Triton's semantics with an `rsd_` prefix: average batch size is
 rsd_batch_tiles_sum / rsd_batch_tiles_count, queue time and compute time are separate histograms,
-and the queue depth gauge is what an autoscaler should watch.
+and the queue depth gauge is what an autoscaler should watch. Tiles are counted in tiles of the model's
+tile size (`tile_size` below), so a model with graphs for several sizes reports work, not pieces: one
+256 tile of a 128 model counts 4, a 64 tile 0.25.
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
@@ -56,5 +58,6 @@ class Metrics:
                 "precision": info.precision,
                 "scale": str(info.scale),
                 "tile_size": str(info.tile_size),
+                "tile_sizes": ",".join(map(str, info.tile_sizes)),
             }
         )

@@ -21,16 +21,18 @@ def upscale_bytes(
     max_batch: int = 8,
     max_pixels: int = 1 << 30,
 ) -> bytes:
-    """Encoded image in, encoded upscaled image out; the service's result for the same seed."""
+    """Encoded image in, encoded upscaled image out; the service's result for the same seed.
+
+    `max_batch` counts tiles of the model's tile size, as RSD_MAX_BATCH_TILES does."""
     decoded = decode(open_image(data, max_pixels))
     info = backend.info
     sr = upscale_tiled(
         decoded.rgb,
         backend.run,
-        tile=info.tile_size,
+        sizes=info.tile_sizes,
         overlap=overlap,
         seed=seed,
-        max_batch=max_batch,
+        batch_limits=info.batch_limits(max_batch),
         scale=info.scale,
     )
     return encode(compose(decoded, sr, outscale, info.scale), fmt, quality, decoded.icc_profile)

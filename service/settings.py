@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_PATH = Path("models/default/rsd-tiny-x4.onnx")
+DEFAULT_MODEL_PATH = Path("models/default/rsd-tiny-x4.json")  # its graphs for five tile sizes
 
 
 def default_cache_dir() -> Path:
@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     # Model and backend.
     model_path: Path = Field(
         DEFAULT_MODEL_PATH,
-        description="ONNX file (onnxruntime), TensorRT engine (tensorrt) or model directory (torch).",
+        description="ONNX file (onnxruntime), TensorRT engine (tensorrt), a set of either for several tile "
+        "sizes (.json manifest, service/backends/model_set.py) or model directory (torch).",
     )
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(
@@ -34,7 +35,9 @@ class Settings(BaseSettings):
         description="ONNX Runtime's optimised graphs, so later starts skip optimisation; safe to delete.",
     )
 
-    # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost.
+    # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost, and
+    # in tiles of the model's tile size (128 for the default): a 256x256 tile counts 4, and a batch holds
+    # the pixels of max_batch_tiles such tiles in any size (four of 128 = sixteen of 64 = one of 256).
     # 4: on 2 CPU cores a batch of four 128x128 tiles runs as fast per tile as eight and holds half the
     # memory (1.1 against 2.2 GiB resident); GPUs want more (the gpu overlay sets 32).
     max_batch_tiles: int = Field(4, ge=1, description="Most tiles the model runs in one batch.")

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 from fastapi import Request, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
@@ -33,7 +32,7 @@ from service.errors import (
 from service.imageio import INPUT_MEDIA_TYPES, MEDIA_TYPE, DecodedImage, OutputFormat, compose, decode, encode
 from service.imageio import open_image as open_image_header
 from service.state import ServiceState
-from service.tiling import TileGrid, blend_tiles, extract_tiles, plan_tiles, tile_noise
+from service.tiling import TileBatch, TilePlan, blend_tiles, plan_tiles, tile_inputs
 
 T = TypeVar("T")
 MAX_SEED = 2**63 - 1
@@ -59,22 +58,22 @@ async def upscale(state: ServiceState, request: Request, options: UpscaleOptions
     batcher.refuse_if_full()  # at overload most refusals happen here, before the body is even read
     data = await read_image_bytes(request, settings.max_upload_bytes)
     image = open_image_header(data, settings.max_input_pixels)
-    admission = batcher.admit(
-        plan_tiles(image.height, image.width, info.tile_size, settings.tile_overlap).count
-    )
+    # The layout's cost is symmetric in height and width, so EXIF rotation in decoding does not change it.
+    layout = plan_tiles(image.height, image.width, info.tile_sizes, settings.tile_overlap)
+    admission = batcher.admit(layout.cost(info.tile_size))
     seed = secrets.randbits(63) if options.seed is None else options.seed
     t0 = time.perf_counter()
     try:
-        decoded, grid, lq, prior, student = await _in_pool(
-            state, _prepare, image, info.tile_size, settings.tile_overlap, seed
+        decoded, plan, tiles = await _in_pool(
+            state, _prepare, image, info.tile_sizes, settings.tile_overlap, seed
         )
-        job = batcher.submit(admission, lq, prior, student, deadline)
+        job = batcher.submit(admission, tiles, deadline)
     finally:
         admission.release()  # no-op once submitted
     t1 = time.perf_counter()
     result = await _wait_for(request, batcher, job, deadline, settings.request_timeout_s)
     t2 = time.perf_counter()
-    body = await _in_pool(state, _finish, decoded, grid, result, options, info.scale)
+    body = await _in_pool(state, _finish, decoded, plan, result, options, info.scale)
     t3 = time.perf_counter()
 
     timing = {"decode": t1 - t0, "queue": result.queue_s, "inference": result.inference_s, "encode": t3 - t2}
@@ -159,19 +158,19 @@ async def _in_pool(state: ServiceState, fn: Callable[..., T], *args: object) -> 
 
 
 def _prepare(
-    image: Image.Image, tile: int, overlap: int, seed: int
-) -> tuple[DecodedImage, TileGrid, np.ndarray, np.ndarray, np.ndarray]:
+    image: Image.Image, sizes: tuple[int, ...], overlap: int, seed: int
+) -> tuple[DecodedImage, TilePlan, dict[int, TileBatch]]:
     decoded = decode(image)
     height, width = decoded.rgb.shape[:2]
-    grid = plan_tiles(height, width, tile, overlap)
-    prior, student = tile_noise(seed, grid.count, tile)
-    return decoded, grid, extract_tiles(decoded.rgb, grid), prior, student
+    plan = plan_tiles(height, width, sizes, overlap)
+    return decoded, plan, tile_inputs(decoded.rgb, plan, seed)
 
 
 def _finish(
-    decoded: DecodedImage, grid: TileGrid, result: TileResult, options: UpscaleOptions, scale: int
+    decoded: DecodedImage, plan: TilePlan, result: TileResult, options: UpscaleOptions, scale: int
 ) -> bytes:
-    sr = blend_tiles(itertools.chain.from_iterable(result.chunks), grid, scale)
+    chunks = {size: itertools.chain.from_iterable(pieces) for size, pieces in result.chunks.items()}
+    sr = blend_tiles(chunks, plan, scale)
     image = compose(decoded, sr, options.outscale, scale)
     return encode(image, options.format, options.quality, decoded.icc_profile)
 

@@ -6,6 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rsd.cli import app
+from rsd.contract import write_set
 from tests.onnx_fixture import build_fixture_model
 
 runner = CliRunner()
@@ -52,14 +53,29 @@ def test_upscale_rejects_a_tile_the_model_does_not_have(tmp_path, model):
     assert "model not found" in result.output
 
 
+def test_upscale_runs_a_model_set_or_the_graph_of_one_size_from_it(tmp_path):
+    graphs = [build_fixture_model(tmp_path / f"set-t{tile}.onnx", tile=tile) for tile in (16, 32)]
+    manifest = write_set(tmp_path / "set.json", 16, graphs)
+    src = tmp_path / "a.png"
+    Image.fromarray(np.full((40, 70, 3), 90, np.uint8)).save(src)
+    for out, extra in (("all", []), ("one", ["--tile", "16"])):
+        args = ["upscale", str(src), "--model", str(manifest), "-o", str(tmp_path / out), *extra]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert Image.open(tmp_path / out / "a.png").size == (280, 160)
+    result = runner.invoke(app, ["upscale", str(src), "--model", str(manifest), "--tile", "64"])
+    assert result.exit_code == 2 and "set-t64.onnx" in result.output
+
+
 def test_upscale_without_a_model_file_exits_2_with_one_line(tmp_path):
     result = runner.invoke(app, ["upscale", str(tmp_path), "--model", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 2
     assert "model not found" in result.output
 
 
-def test_export_trt_without_tensorrt_or_gpu_exits_2_with_one_line(tmp_path):
-    result = runner.invoke(app, ["export", "trt", str(tmp_path / "model"), "--out", str(tmp_path / "e.plan")])
+@pytest.mark.parametrize(("source", "out"), [("model", "e.plan"), ("set.json", "engines.json")])
+def test_export_trt_without_tensorrt_or_gpu_exits_2_with_one_line(tmp_path, source, out):
+    result = runner.invoke(app, ["export", "trt", str(tmp_path / source), "--out", str(tmp_path / out)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot build a TensorRT engine here")

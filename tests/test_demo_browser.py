@@ -1,7 +1,7 @@
 """The demo page in a real browser: Debian's chromium, headless, driven by Playwright, against a real
 `python -m rsd.cli serve` process with API keys on.
 
-The server runs the default model when models/default/rsd-tiny-x4.onnx exists, else the fixture graph
+The server runs the default model when models/default/rsd-tiny-x4.json exists, else the fixture graph
 (tests/onnx_fixture.py); the test prints which. Any request that would leave the machine is blocked and
 fails the test, and so does any script error or Content-Security-Policy complaint in the console.
 Screenshots go to $RSD_SCREENSHOT_DIR when set (docs/ to refresh the README's), else to a temp folder.
@@ -28,7 +28,7 @@ from tests.onnx_fixture import build_fixture_model
 from tests.test_service_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "models" / "default" / "rsd-tiny-x4.onnx"
+DEFAULT_MODEL = REPO / "models" / "default" / "rsd-tiny-x4.json"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -145,7 +145,7 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_heavy() -> None:
         for sources, _ in stage.copies():
             for source in sources:
                 if source == "models/default" and not (REPO / source).exists():
-                    assert in_context("models/default/rsd-tiny-x4.onnx", rules)
+                    assert in_context("models/default/rsd-tiny-x4.json", rules)
                     continue  # the default model is still being trained
                 assert context_files(source), f"COPY {source}: nothing reaches the builder"
     for heavy in (".venv/bin/python", "data/x.png", "runs/a/model.safetensors", ".git/HEAD", "cache/w.pth"):

@@ -1,7 +1,7 @@
 """The images' install, run for real: docker/install.sh into a fresh virtual environment, from exactly the
 files the Dockerfile's cpu-build stage copies, then `rsd serve` from it answering a real photo.
 
-Uses the embedded default model when models/default/rsd-tiny-x4.onnx exists, else the small ONNX model
+Uses the embedded default model when models/default/rsd-tiny-x4.json exists, else the small ONNX model
 of tests/onnx_fixture.py (same graph contract); the test output says which. Downloads come from PyPI
 through pip's cache, so a second run takes well under a minute.
 """
@@ -31,7 +31,7 @@ from tests.deploy_support import (
 )
 from tests.onnx_fixture import build_fixture_model
 
-DEFAULT_MODEL = REPO / "models" / "default" / "rsd-tiny-x4.onnx"
+DEFAULT_MODEL = REPO / "models" / "default" / "rsd-tiny-x4.json"
 pytestmark = pytest.mark.slow
 
 

@@ -3,12 +3,16 @@
 import json
 import re
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from model_export import ExportError
 from model_export.metadata import read_metadata
+from model_export.onnx_export import write_set
 from model_export.tensorrt import BatchProfile, sidecar, sidecar_path
-from model_export.triton import export_triton
+from model_export.triton import export_triton, export_triton_set
 from rsd import contract
 from tests.onnx_fixture import build_fixture_model
 
@@ -46,6 +50,26 @@ def test_onnx_repository_layout_and_config(tmp_path):
     schedule = read_metadata(onnx_path)[contract.META_SCHEDULE]
     key, value = json.dumps(contract.META_SCHEDULE), json.dumps(schedule)
     assert f"parameters {{ key: {key} value: {{ string_value: {value} }} }}" in config
+
+
+def test_a_model_set_becomes_one_self_contained_model_per_tile_size(tmp_path):
+    graphs = {
+        tile: onnx.load(str(build_fixture_model(tmp_path / f"f{tile}.onnx", tile=tile, width=16, depth=1)))
+        for tile in (16, 32)
+    }
+    manifest = write_set(graphs, tmp_path / "set" / "m.json", unit=16, sources=[])  # weights in m.weights
+    models = export_triton_set(manifest, tmp_path / "repo", name="sr", max_batch=4)
+    assert [model.name for model in models] == ["sr_t16", "sr_t32"]
+    rng = np.random.default_rng(0)
+    for model_dir, tile in zip(models, (16, 32), strict=True):
+        assert f"dims: [ 3, {tile}, {tile} ]" in (model_dir / "config.pbtxt").read_text()
+        graph = model_dir / "1" / "model.onnx"
+        stored = onnx.load(str(graph), load_external_data=False)
+        assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in stored.graph.initializer)
+        lq = rng.random((1, 3, tile, tile), dtype=np.float32)
+        names = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_STUDENT)
+        feed = dict(zip(names, (lq, lq, lq[:, :1]), strict=True))
+        ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
 def test_plan_repository_uses_sidecar_and_respects_the_profile(tmp_path):

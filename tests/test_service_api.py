@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+from rsd.contract import write_set
 from service.app import create_app
+from service.backends import load_backend
+from service.offline import upscale_bytes
 from service.settings import Settings
+from service.tiling import plan_tiles
 from tests.onnx_fixture import build_fixture_model
 from tests.service_support import encoded, metric, noise_image, running
 
@@ -151,6 +155,20 @@ def test_same_seed_gives_same_bytes_and_a_returned_seed_reproduces(settings):
     assert a.content == b.content and a.headers["x-seed"] == "42"
     assert a.content != c.content  # the noise inputs matter
     assert unseeded.content == again.content
+
+
+def test_a_model_set_serves_each_image_in_mixed_tile_sizes_like_rsd_upscale(tmp_path, settings):
+    """Graphs of 16 and 32: a 40x70 photo is laid out in both sizes; the bytes equal the offline path's."""
+    for tile in (TILE, 2 * TILE):
+        build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
+    manifest = write_set(tmp_path / "m.json", TILE, [tmp_path / "m-t16.onnx", tmp_path / "m-t32.onnx"])
+    served = settings.model_copy(update={"model_path": manifest})
+    body = encoded(noise_image(70, 40))
+    assert set(plan_tiles(40, 70, (TILE, 2 * TILE), served.tile_overlap).counts()) == {TILE, 2 * TILE}
+    response = post(served, body, seed=5)
+    assert response.status_code == 200, response.text
+    offline = upscale_bytes(body, load_backend(served), seed=5, overlap=served.tile_overlap, max_batch=8)
+    assert response.content == offline
 
 
 def test_outscale_resizes_the_x4_result(settings):
@@ -485,6 +503,7 @@ def test_health_readiness_models_and_metrics(settings):
     assert health.json() == {"status": "ok"} and ready.json() == {"status": "ready"}
     (card,) = models.json()["models"]
     assert card["name"] == "fixture-x4" and card["scale"] == 4 and card["tile_size"] == TILE
+    assert card["tile_sizes"] == [TILE] and card["max_batch_tiles"] == 8
     assert (
         card["precision"] == "fp32"
         and card["version"] == "0.0-test"

@@ -65,6 +65,49 @@ def test_corrupt_or_missing_model_gives_one_line(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def write_set(folder, graphs, tile_size):
+    return contract.write_set(folder / "set.json", tile_size, [folder / graph for graph in graphs])
+
+
+def test_a_model_set_runs_each_batch_on_the_graph_of_its_tile_size(tmp_path):
+    for tile in (8, 16):
+        build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
+    backend = load_backend(
+        Settings(model_path=write_set(tmp_path, ["m-t16.onnx", "m-t8.onnx"], 8), threads=1)
+    )
+    info = backend.info
+    assert (info.name, info.tile_size, info.tile_sizes) == ("fixture-x4", 8, (8, 16))
+    assert info.batch_limits(8) == {8: 8, 16: 2}  # a batch holds the pixels of eight tiles of 8
+    lq = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    noise = (np.zeros_like(lq), np.zeros_like(lq[:, :1]))
+    alone = OnnxRuntimeBackend(tmp_path / "m-t16.onnx", threads=1)
+    np.testing.assert_array_equal(backend.run(lq, *noise), alone.run(lq, *noise))
+    backend.close()
+
+
+@pytest.mark.parametrize(
+    ("graphs", "tile_size", "message"),
+    [
+        (["m-t8.onnx", "other-t16.onnx"], 8, "differ in \\['name'\\]"),
+        (["m-t8.onnx", "m-t16.onnx"], 32, "none of its graphs"),
+        (["m-t8.onnx", "m-t8.onnx"], 8, "two graphs of the same tile size"),
+        (["missing.onnx"], 8, "model not found"),
+    ],
+)
+def test_a_set_that_is_not_one_model_in_distinct_sizes_is_refused(tmp_path, graphs, tile_size, message):
+    for tile in (8, 16):
+        build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
+    build_fixture_model(tmp_path / "other-t16.onnx", tile=16, metadata={contract.META_NAME: "other"})
+    with pytest.raises(BackendError, match=message):
+        load_backend(Settings(model_path=write_set(tmp_path, graphs, tile_size), threads=1))
+
+
+def test_a_manifest_that_is_not_a_model_set_gives_one_line(tmp_path):
+    (tmp_path / "set.json").write_text('{"graphs": ["m.onnx"]}')
+    with pytest.raises(BackendError, match="not an rsd-graph-set manifest"):
+        load_backend(Settings(model_path=tmp_path / "set.json"))
+
+
 def test_torch_backend_runs_a_fused_module_with_the_graph_contract():
     import torch
     import torch.nn.functional as F
@@ -95,7 +138,7 @@ def test_settings_read_the_rsd_environment(monkeypatch):
     assert settings.max_batch_tiles == 16 and settings.backend == "torch"
     assert [k.get_secret_value() for k in settings.api_keys] == ["key-one", "key-two"]
     assert "key-one" not in repr(settings)  # keys never show in logs
-    assert str(settings.model_path) == "models/default/rsd-tiny-x4.onnx"
+    assert str(settings.model_path) == "models/default/rsd-tiny-x4.json"
 
 
 def test_settings_refuse_a_queue_smaller_than_a_batch():

@@ -6,10 +6,12 @@ import time
 import numpy as np
 import pytest
 
+from service.backends.model_set import ModelSet
 from service.backends.onnxruntime import OnnxRuntimeBackend
 from service.batcher import Batcher
 from service.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded, PayloadTooLarge
 from service.metrics import Metrics
+from service.tiling import TileBatch
 from tests.onnx_fixture import build_fixture_model
 
 TILE = 8
@@ -22,41 +24,50 @@ def backend(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="module")
+def model_set(backend, tmp_path_factory):
+    """Graphs of tile 8 and 16; work counts in tiles of 8, so a batch of 8 such holds two tiles of 16."""
+    large = build_fixture_model(tmp_path_factory.mktemp("m16") / "m16.onnx", tile=2 * TILE)
+    return ModelSet([backend, OnnxRuntimeBackend(large, threads=1)], tile_size=TILE)
+
+
 class Recorder:
     """Wraps the real backend's run to see what reaches the model; poisoned tiles (lq < 0) fail the batch."""
 
     def __init__(self, backend):
         self.backend = backend
         self.batches: list[int] = []
+        self.sizes: list[int] = []
 
     def __call__(self, lq, prior, student):
         self.batches.append(lq.shape[0])
+        self.sizes.append(lq.shape[-1])
         if (lq < 0).any():
             raise RuntimeError("poisoned batch")
         return self.backend.run(lq, prior, student)
 
 
-def tiles(n, seed=0, value=None):
+def tiles(n, seed=0, value=None, size=TILE):
     rng = np.random.default_rng(seed)
     lq = (
-        rng.random((n, 3, TILE, TILE), dtype=np.float32)
+        rng.random((n, 3, size, size), dtype=np.float32)
         if value is None
-        else np.full((n, 3, TILE, TILE), value, np.float32)
+        else np.full((n, 3, size, size), value, np.float32)
     )
-    return (
+    return TileBatch(
         lq,
-        rng.standard_normal((n, 3, TILE, TILE), dtype=np.float32),
-        rng.standard_normal((n, 1, TILE, TILE), dtype=np.float32),
+        rng.standard_normal((n, 3, size, size), dtype=np.float32),
+        rng.standard_normal((n, 1, size, size), dtype=np.float32),
     )
 
 
 def submit(batcher, arrays, deadline_s=30.0):
-    return batcher.submit(batcher.admit(arrays[0].shape[0]), *arrays, time.perf_counter() + deadline_s)
+    return batcher.submit(batcher.admit(arrays[0].shape[0]), {TILE: arrays}, time.perf_counter() + deadline_s)
 
 
-def make(run, metrics=None, **kw):
-    options = {"max_batch_tiles": 8, "max_wait_ms": 20, "max_queue_tiles": 64} | kw
-    batcher = Batcher(run, metrics=metrics, **options)
+def make(run, metrics=None, max_batch_tiles=8, **kw):
+    options = {"max_wait_ms": 20, "max_queue_tiles": 64} | kw
+    batcher = Batcher(run, tile_size=TILE, batch_limits={TILE: max_batch_tiles}, metrics=metrics, **options)
     batcher.start()
     return batcher
 
@@ -69,7 +80,7 @@ def test_requests_share_batches_and_get_their_own_tiles_back(backend):
         jobs = [submit(batcher, arrays) for arrays in inputs]
         results = await asyncio.gather(*(job.future for job in jobs))
         for arrays, result in zip(inputs, results, strict=True):
-            np.testing.assert_allclose(np.concatenate(result.chunks), backend.run(*arrays), atol=1e-6)
+            np.testing.assert_allclose(np.concatenate(result.chunks[TILE]), backend.run(*arrays), atol=1e-6)
         await batcher.close(5)
         return recorder.batches
 
@@ -169,7 +180,7 @@ def test_a_failing_batch_fails_only_its_own_requests(backend):
 
     failed, ok = asyncio.run(main())
     assert isinstance(failed, InferenceFailed)
-    assert len(ok.chunks) == 1 and ok.chunks[0].shape == (4, 3, 4 * TILE, 4 * TILE)
+    assert len(ok.chunks[TILE]) == 1 and ok.chunks[TILE][0].shape == (4, 3, 4 * TILE, 4 * TILE)
 
 
 def test_close_finishes_queued_work_then_refuses(backend):
@@ -182,3 +193,55 @@ def test_close_finishes_queued_work_then_refuses(backend):
             batcher.admit(1)
 
     asyncio.run(main())
+
+
+def test_tiles_go_in_batches_of_one_size_oldest_job_first(model_set):
+    async def main():
+        recorder = Recorder(model_set)
+        limits = model_set.info.batch_limits(8)
+        assert limits == {TILE: 8, 2 * TILE: 2}
+        batcher = Batcher(recorder, tile_size=TILE, batch_limits=limits, max_wait_ms=20, max_queue_tiles=64)
+        batcher.start()
+        requests = [
+            {TILE: tiles(3, seed=1), 2 * TILE: tiles(1, seed=2, size=2 * TILE)},
+            {2 * TILE: tiles(3, seed=3, size=2 * TILE)},
+            {TILE: tiles(6, seed=4)},
+        ]
+        jobs = []
+        for request in requests:
+            work = sum(len(batch.lq) * (batch.lq.shape[-1] // TILE) ** 2 for batch in request.values())
+            jobs.append(batcher.submit(batcher.admit(work), request, time.perf_counter() + 30))
+        assert batcher.queued_tiles == 3 + 4 + 12 + 6  # a tile of 16 counts four tiles of 8
+        results = await asyncio.gather(*(job.future for job in jobs))
+        for request, result in zip(requests, results, strict=True):
+            for size, batch in request.items():
+                np.testing.assert_allclose(
+                    np.concatenate(result.chunks[size]), model_set.run(*batch), atol=1e-6
+                )
+        await batcher.close(5)
+        return list(zip(recorder.sizes, recorder.batches, strict=True))
+
+    # The first job's size 8, then its size 16 (older than the third job's 8 tiles), then the second job.
+    assert asyncio.run(main()) == [(TILE, 8), (2 * TILE, 2), (2 * TILE, 2), (TILE, 1)]
+
+
+def test_the_queue_and_the_metrics_count_tiles_by_area(model_set):
+    async def main():
+        metrics = Metrics()
+        batcher = Batcher(
+            model_set.run,
+            tile_size=TILE,
+            batch_limits=model_set.info.batch_limits(8),
+            max_wait_ms=1,
+            max_queue_tiles=8,
+            metrics=metrics,
+        )
+        batcher.start()
+        job = batcher.submit(batcher.admit(4), {2 * TILE: tiles(1, size=2 * TILE)}, time.perf_counter() + 30)
+        with pytest.raises(Overloaded):
+            batcher.admit(5)
+        await job.future
+        await batcher.close(5)
+        return metrics.tiles._value.get(), metrics.queue_tiles._value.get()
+
+    assert asyncio.run(main()) == (4, 0)

@@ -89,15 +89,17 @@ def torch_rows(model_dir: Path, label: str, device: torch.device, seed: int) -> 
 
 
 def onnx_row(path: Path, seed: int, threads: int) -> Row:
-    from service.backends.onnxruntime import OnnxRuntimeBackend
+    from service.backends import load_backend
+    from service.settings import Settings
     from service.tiling import upscale_tiled
 
-    backend = OnnxRuntimeBackend(path, threads=threads)
-    tile = backend.info.tile_size
+    backend = load_backend(Settings(model_path=path, threads=threads))  # one graph or a set (.json)
+    info = backend.info
 
     def upscale(lr: torch.Tensor, index: int) -> torch.Tensor:
         rgb = lr.permute(1, 2, 0).numpy().astype(np.float32)
-        sr = upscale_tiled(rgb, backend.run, tile=tile, overlap=tile // 8, seed=seed + index, max_batch=8)
+        sr = upscale_tiled(rgb, backend.run, sizes=info.tile_sizes, overlap=info.tile_size // 8,
+                           seed=seed + index, batch_limits=info.batch_limits(8))  # fmt: skip
         return torch.from_numpy(np.ascontiguousarray(sr)).permute(2, 0, 1).clamp(0, 1)
 
     return Row(f"onnx {path.name}", 1, upscale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.backends.base import Backend, BackendError, ModelInfo
@@ -13,10 +14,23 @@ __all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
 
 
 def load_backend(settings: Settings) -> Backend:
-    """The backend named by `settings.backend`, loaded from `settings.model_path`."""
+    """The backend named by `settings.backend`, loaded from `settings.model_path`: one graph, or a set of
+    graphs for several tile sizes (a .json manifest, service/backends/model_set.py)."""
     path = settings.model_path
     if not path.exists():
         raise BackendError(f"model not found at {path} (set RSD_MODEL_PATH)")
+    if path.suffix == ".json":
+        if settings.backend == "torch":
+            raise BackendError("the torch backend loads a model directory, not a set of graphs")
+        from service.backends.model_set import ModelSet
+
+        return ModelSet.load(path, lambda graph: _load_graph(settings, graph))
+    return _load_graph(settings, path)
+
+
+def _load_graph(settings: Settings, path: Path) -> Backend:
+    if not path.exists():
+        raise BackendError(f"model not found at {path}")
     if settings.backend == "onnxruntime":
         from service.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -71,6 +71,12 @@ def create_session(
     try:
         with published(entry) as partial:
             options.optimized_model_filepath = str(partial)
+            # The weights go to a file of their own beside the entry: ORT would otherwise keep a graph's
+            # external data as references relative to the model (a model set's shared weights), which do
+            # not resolve from the cache. Named after the partial file, so no writer touches another's.
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", f"{partial.name}.data"
+            )
             session = ort.InferenceSession(str(model), options, providers=providers)
         return session
     except Exception as e:  # a full disk, a graph too big to save, or a model that does not load at all

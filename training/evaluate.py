@@ -33,11 +33,17 @@ class Row:
     upscale: Upscaler
 
 
+def fixed_mode(source: Path) -> str | None:
+    """The LR mode of a fixed validation set folder (its manifest's), None for a folder of photos."""
+    manifest = source / MANIFEST
+    return json.loads(manifest.read_text())["mode"] if manifest.is_file() else None
+
+
 def pairs_for(source: Path, mode: str, seed: int, crop_size: int, work: Path):
     """A fixed validation set folder as is (its manifest's mode must be `mode`), or one made now from a
     folder of HR photos: the same photos and seed give the same pairs."""
-    if (source / MANIFEST).is_file():
-        fixed = json.loads((source / MANIFEST).read_text())["mode"]
+    fixed = fixed_mode(source)
+    if fixed is not None:
         if fixed != mode:
             raise ValueError(
                 f"{source} is a fixed {fixed!r} validation set; pass a folder of photos for {mode!r}"
@@ -45,12 +51,6 @@ def pairs_for(source: Path, mode: str, seed: int, crop_size: int, work: Path):
         return load_val_set(source)
     make_val_set(source, work, mode=mode, seed=seed, crop_size=crop_size)
     return load_val_set(work)
-
-
-def default_modes(source: Path) -> list[str]:
-    """A fixed set's own mode; realesrgan for a folder of photos."""
-    manifest = source / MANIFEST
-    return [json.loads(manifest.read_text())["mode"]] if manifest.is_file() else ["realesrgan"]
 
 
 def bootstrap_interval(
@@ -213,7 +213,7 @@ def run_eval(
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     source = Path(source)
-    modes = list(modes or default_modes(source))
+    modes = list(modes or [fixed_mode(source) or "realesrgan"])
     with tempfile.TemporaryDirectory() as work:
         pairs = {m: pairs_for(source, m, seed, crop_size, Path(work) / m)[:max_images] for m in modes}
     rows = [Row("bicubic", 0, lambda lr, index: bicubic_up(lr))]

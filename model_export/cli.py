@@ -40,7 +40,7 @@ def export_onnx(
         opset=opset,
         name=name,
     )
-    graphs = contract.read_set(path)[1] if extra_tiles else [path]
+    graphs = list(contract.read_set(path)[1].values()) if extra_tiles else [path]
     lines = []
     for graph in graphs:
         meta = read_metadata(graph)

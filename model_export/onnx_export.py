@@ -45,10 +45,10 @@ TRACE_BATCH = 2  # not 1, so that no op specialises on a singleton batch
 TENSORRT_OPS = frozenset(
     {
         "Add", "ArgMin", "AveragePool", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
-        "Cos", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm", "GreaterOrEqual", "Identity",
-        "InstanceNormalization", "MatMul", "Mul", "Not", "Pad", "Pow", "Range", "ReduceSum", "Reshape",
-        "Resize", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub",
-        "Transpose", "Unsqueeze", "Where",
+        "Cos", "DepthToSpace", "Div", "Equal", "Erf", "Expand", "Gather", "Gemm", "GreaterOrEqual",
+        "Identity", "InstanceNormalization", "MatMul", "Mul", "Not", "Pad", "Pow", "Range", "ReduceSum",
+        "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt",
+        "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where",
     }
 )  # fmt: skip
 FP32_OPS = ("InstanceNormalization",)  # Resize and Range are on the converter's own fp32 list
@@ -320,10 +320,10 @@ def write_set(
     """Finished graphs -> `<out stem>-t<size>.onnx` beside the manifest `out`, their weights shared."""
     out.parent.mkdir(parents=True, exist_ok=True)
     digests = share_weights(graphs.values(), out.parent, out.with_suffix(".weights").name, sources)
-    files = []
+    files = {}
     for size, model in sorted(graphs.items()):
         model.metadata_props.add(key=contract.META_EXTERNAL_DATA, value=json.dumps(digests, sort_keys=True))
-        files.append(write(model, out.with_name(f"{out.stem}-t{size}.onnx")))
+        files[size] = write(model, out.with_name(f"{out.stem}-t{size}.onnx"))
     return contract.write_set(out, unit, files)
 
 

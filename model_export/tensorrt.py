@@ -187,12 +187,10 @@ def export_trt_set(
         tile_size, graphs = contract.read_set(manifest)
     except (OSError, ValueError, KeyError) as e:
         raise ExportError(f"cannot read the model set {manifest}: {e}", exit_code=2) from None
-    results = []
-    for graph in graphs:
-        tile = read_metadata(graph)[contract.META_TILE]
-        results.append(export_trt(graph, out.with_name(f"{out.stem}-t{tile}.plan"), **options))
-    contract.write_set(out, tile_size, [plan for plan, _ in results])
-    return results
+    results = {tile: export_trt(graph, out.with_name(f"{out.stem}-t{tile}.plan"), **options)
+               for tile, graph in graphs.items()}  # fmt: skip
+    contract.write_set(out, tile_size, {tile: plan for tile, (plan, _) in results.items()})
+    return list(results.values())
 
 
 def verify_engine(plan: Path, onnx_path: Path, *, batch: int, tolerance: float, iterations: int = 20) -> dict:

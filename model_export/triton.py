@@ -168,7 +168,6 @@ def export_triton_set(
     except (OSError, ValueError, KeyError) as e:
         raise ExportError(f"cannot read the model set {manifest}: {e}", exit_code=2) from None
     models = []
-    for graph in graphs:
-        tile = read_metadata(graph)[contract.META_TILE]
+    for tile, graph in graphs.items():
         models.append(export_triton(graph, repo, name=f"{name}_t{tile}", **options))
     return models

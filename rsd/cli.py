@@ -70,6 +70,14 @@ def train_decoder(config: ConfigOption = None, overrides: Overrides = None) -> N
     _fit(DecoderTrainer, DecoderTrainConfig, config, overrides)
 
 
+@train_app.command("light")
+def train_light(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Fit the light serving autoencoder to a fitted VQ autoencoder and a frozen student (one process)."""
+    from training.train_light import LightTrainConfig, LightTrainer
+
+    _fit(LightTrainer, LightTrainConfig, config, overrides)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides RSD_HOST.")] = None,
@@ -131,7 +139,7 @@ def upscale(
     )
     settings = Settings(model_path=path, backend=backend_name)
     try:
-        backend = load_backend(settings)
+        backend = load_backend(settings, lazy=True)  # a photo needs one or two of a set's graphs
     except BackendError as exc:
         typer.echo(f"rsd upscale: {exc}", err=True)
         raise typer.Exit(2) from exc

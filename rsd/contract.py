@@ -6,6 +6,7 @@ the LR tile's spatial size (HR / 4), which is why both noise inputs are tile-siz
 """
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 SCALE = 4
@@ -36,25 +37,28 @@ META_EXTERNAL_DATA = "rsd.external_data_json"
 DEFAULT_TILE = 64
 
 # A model as graphs (or engines) for several tile sizes: a JSON manifest {"format": SET_FORMAT,
-# "tile_size": t, "graphs": [file names beside it]}; tile_size is one of the graphs' sizes and the unit
-# the service counts work in.
+# "tile_size": t, "graphs": {"<size>": file name beside it}}; tile_size is one of the graphs' sizes and the
+# unit the service counts work in. The sizes are in the manifest so that a reader can load only the graphs
+# an image needs (`rsd upscale`).
 SET_FORMAT = "rsd-graph-set"
 
 
-def read_set(manifest: Path) -> tuple[int, list[Path]]:
-    """(tile_size, graph paths) of a model set's manifest; ValueError (or OSError) for anything else."""
+def read_set(manifest: Path) -> tuple[int, dict[int, Path]]:
+    """(tile_size, {tile size: graph path}) of a model set's manifest, sizes ascending; ValueError (or
+    OSError) for anything else."""
     content = json.loads(manifest.read_text())
     if not isinstance(content, dict) or content.get("format") != SET_FORMAT:
         raise ValueError(f"{manifest} is not an {SET_FORMAT} manifest")
     graphs = content.get("graphs")
-    if not isinstance(graphs, list) or not graphs or not all(isinstance(g, str) for g in graphs):
-        raise ValueError(f"{manifest} lists no graphs")
-    return int(content["tile_size"]), [manifest.parent / name for name in graphs]
+    if not isinstance(graphs, dict) or not graphs or not all(isinstance(g, str) for g in graphs.values()):
+        raise ValueError(f'{manifest} lists no graphs as {{"<tile size>": "<file>"}}')
+    by_size = {int(size): manifest.parent / name for size, name in graphs.items()}
+    return int(content["tile_size"]), dict(sorted(by_size.items()))
 
 
-def write_set(manifest: Path, tile_size: int, graphs: list[Path]) -> Path:
-    """Write the manifest of graphs that lie beside it."""
-    names = [graph.relative_to(manifest.parent).as_posix() for graph in graphs]
+def write_set(manifest: Path, tile_size: int, graphs: Mapping[int, Path]) -> Path:
+    """Write the manifest of graphs (by tile size) that lie beside it."""
+    names = {str(size): graphs[size].relative_to(manifest.parent).as_posix() for size in sorted(graphs)}
     content = {"format": SET_FORMAT, "tile_size": tile_size, "graphs": names}
     manifest.write_text(json.dumps(content, indent=2) + "\n")
     return manifest

@@ -7,13 +7,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from training.models.autoencoder import (
-    SEARCH_CHUNK,
-    VectorQuantizer2,
-    VQModelTorch,
-    bicubic_upsample,
-    build_autoencoder,
-)
+from training.models import LightAutoencoder, build_autoencoder
+from training.models.autoencoder import SEARCH_CHUNK, VectorQuantizer2, VQModelTorch, bicubic_upsample
 
 ATOL = RTOL = 1e-4  # golden/README.md: single forward passes
 PIPE_ATOL = 2e-4  # golden/README.md: pipeline latents/images
@@ -199,3 +194,24 @@ def test_without_mid_attention_only_the_attention_is_dropped():
         full.encoder.mid.attn_1 = full.decoder.mid.attn_1 = torch.nn.Identity()
         torch.testing.assert_close(slim(x), full(x), atol=0, rtol=0)
         assert (slim(x) - with_attention).abs().max() > 1e-3
+
+
+def test_light_autoencoder_starts_as_the_skip_models_resampling_pair(skip_model):
+    """Untrained, the light model computes what an untrained resample_skip VQ model does: z_y of the
+    bicubic-upsampled LR, and bicubic decoding. It is built from its stored kwargs."""
+    light = build_autoencoder(LightAutoencoder().kwargs()).eval()
+    assert isinstance(light, LightAutoencoder) and light.latent_channels == 3 and not light.decode_quantized
+    lq = torch.rand(2, 3, 8, 12, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(light.encode_lr(lq), skip_model.encode_lr(lq), atol=1e-6, rtol=0)
+        z = skip_model.encode_lr(lq)
+        decoded = light.decode(z)
+        assert decoded.shape == (2, 3, 32, 48)
+        torch.testing.assert_close(decoded, skip_model.decode(z, force_not_quantize=True), atol=1e-6, rtol=0)
+
+
+def test_light_autoencoder_needs_one_decoder_stage_per_resolution():
+    with pytest.raises(ValueError, match="one entry per resolution"):
+        LightAutoencoder(decoder_widths=[32, 16])
+    with pytest.raises(TypeError, match="unknown light autoencoder keys"):
+        LightAutoencoder(ch=32)

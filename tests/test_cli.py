@@ -54,7 +54,7 @@ def test_upscale_rejects_a_tile_the_model_does_not_have(tmp_path, model):
 
 
 def test_upscale_runs_a_model_set_or_the_graph_of_one_size_from_it(tmp_path):
-    graphs = [build_fixture_model(tmp_path / f"set-t{tile}.onnx", tile=tile) for tile in (16, 32)]
+    graphs = {tile: build_fixture_model(tmp_path / f"set-t{tile}.onnx", tile=tile) for tile in (16, 32)}
     manifest = write_set(tmp_path / "set.json", 16, graphs)
     src = tmp_path / "a.png"
     Image.fromarray(np.full((40, 70, 3), 90, np.uint8)).save(src)

@@ -344,9 +344,9 @@ def test_a_model_set_holds_one_copy_of_the_weights_and_computes_what_one_graph_d
     assert manifest == {
         "format": contract.SET_FORMAT,
         "tile_size": TILE,
-        "graphs": ["tiny-set-t32.onnx", "tiny-set-t64.onnx"],
+        "graphs": {str(TILE): "tiny-set-t32.onnx", str(2 * TILE): "tiny-set-t64.onnx"},
     }
-    graphs = [graph_set.parent / name for name in manifest["graphs"]]
+    graphs = [graph_set.parent / name for name in manifest["graphs"].values()]
     assert all(g.stat().st_size < fp32_path.stat().st_size / 5 for g in graphs)  # the weights live elsewhere
     data = json.loads(read_metadata(graphs[0])[contract.META_EXTERNAL_DATA])
     assert set(data) >= {"tiny-run/model/unet.safetensors", "tiny-run/model/autoencoder.safetensors"}

@@ -161,7 +161,9 @@ def test_a_model_set_serves_each_image_in_mixed_tile_sizes_like_rsd_upscale(tmp_
     """Graphs of 16 and 32: a 40x70 photo is laid out in both sizes; the bytes equal the offline path's."""
     for tile in (TILE, 2 * TILE):
         build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
-    manifest = write_set(tmp_path / "m.json", TILE, [tmp_path / "m-t16.onnx", tmp_path / "m-t32.onnx"])
+    manifest = write_set(
+        tmp_path / "m.json", TILE, {TILE: tmp_path / "m-t16.onnx", 2 * TILE: tmp_path / "m-t32.onnx"}
+    )
     served = settings.model_copy(update={"model_path": manifest})
     body = encoded(noise_image(70, 40))
     assert set(plan_tiles(40, 70, (TILE, 2 * TILE), served.tile_overlap).counts()) == {TILE, 2 * TILE}

@@ -66,14 +66,15 @@ def test_corrupt_or_missing_model_gives_one_line(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 def write_set(folder, graphs, tile_size):
-    return contract.write_set(folder / "set.json", tile_size, [folder / graph for graph in graphs])
+    """graphs: {tile size: file name}."""
+    return contract.write_set(folder / "set.json", tile_size, {s: folder / g for s, g in graphs.items()})
 
 
 def test_a_model_set_runs_each_batch_on_the_graph_of_its_tile_size(tmp_path):
     for tile in (8, 16):
         build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
     backend = load_backend(
-        Settings(model_path=write_set(tmp_path, ["m-t16.onnx", "m-t8.onnx"], 8), threads=1)
+        Settings(model_path=write_set(tmp_path, {16: "m-t16.onnx", 8: "m-t8.onnx"}, 8), threads=1)
     )
     info = backend.info
     assert (info.name, info.tile_size, info.tile_sizes) == ("fixture-x4", 8, (8, 16))
@@ -85,13 +86,26 @@ def test_a_model_set_runs_each_batch_on_the_graph_of_its_tile_size(tmp_path):
     backend.close()
 
 
+def test_a_lazy_model_set_loads_a_graph_on_its_first_batch(tmp_path):
+    """What `rsd upscale` does: a photo laid out in tiles of 16 never loads the graph of 8's neighbour."""
+    for tile in (8, 16, 32):
+        build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
+    manifest = write_set(tmp_path, {8: "m-t8.onnx", 16: "m-t16.onnx", 32: "m-t32.onnx"}, 8)
+    backend = load_backend(Settings(model_path=manifest, threads=1), lazy=True)
+    assert backend.info.tile_sizes == (8, 16, 32) and set(backend.members) == {8}
+    lq = np.zeros((1, 3, 16, 16), np.float32)
+    assert backend.run(lq, lq, lq[:, :1]).shape == (1, 3, 64, 64)
+    assert set(backend.members) == {8, 16}
+    assert set(load_backend(Settings(model_path=manifest, threads=1)).members) == {8, 16, 32}
+
+
 @pytest.mark.parametrize(
     ("graphs", "tile_size", "message"),
     [
-        (["m-t8.onnx", "other-t16.onnx"], 8, "differ in \\['name'\\]"),
-        (["m-t8.onnx", "m-t16.onnx"], 32, "none of its graphs"),
-        (["m-t8.onnx", "m-t8.onnx"], 8, "two graphs of the same tile size"),
-        (["missing.onnx"], 8, "model not found"),
+        ({8: "m-t8.onnx", 16: "other-t16.onnx"}, 8, "differ in \\['name'\\]"),
+        ({8: "m-t8.onnx", 16: "m-t16.onnx"}, 32, "none of its graphs"),
+        ({8: "m-t8.onnx", 16: "m-t8.onnx"}, 8, "a graph of tile 8 as tile 16"),
+        ({8: "missing.onnx"}, 8, "model not found"),
     ],
 )
 def test_a_set_that_is_not_one_model_in_distinct_sizes_is_refused(tmp_path, graphs, tile_size, message):

@@ -28,7 +28,7 @@ def backend(tmp_path_factory):
 def model_set(backend, tmp_path_factory):
     """Graphs of tile 8 and 16; work counts in tiles of 8, so a batch of 8 such holds two tiles of 16."""
     large = build_fixture_model(tmp_path_factory.mktemp("m16") / "m16.onnx", tile=2 * TILE)
-    return ModelSet([backend, OnnxRuntimeBackend(large, threads=1)], tile_size=TILE)
+    return ModelSet({TILE: lambda: backend, 2 * TILE: lambda: OnnxRuntimeBackend(large, threads=1)}, TILE)
 
 
 class Recorder:

@@ -391,3 +391,37 @@ def test_decoder_stage_trains_only_the_decoder_and_exports_unquantized_decoding(
     assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
     assert tuned.decode_quantized is False
     assert json.loads((out / "config.json").read_text())["meta"]["stage"] == "decoder"
+
+
+def test_light_stage_fits_the_encoder_and_exports_a_servable_light_autoencoder(
+    workspace, teacher_dir, tmp_path
+):
+    from model_export.fused import build_fused
+    from training.checkpoint import copy_model_dir
+    from training.models import LightAutoencoder
+    from training.train_light import LightTrainConfig, LightTrainer
+
+    overrides = [
+        *common_overrides(workspace, "light"),
+        f"student={teacher_dir}",
+        f"autoencoder={teacher_dir}",
+        "data.crop_sizes=[32]",
+        "run.steps=3",
+        "run.val_every=3",
+    ]
+    cfg = load_config(LightTrainConfig, None, overrides)
+    trainer = LightTrainer(cfg, cfg.run)
+    metrics = trainer.fit()
+    assert {"student_psnr_y", "student_lpips_alex", "psnr_gain_db"} <= set(metrics)
+    log = [r for r in read_log(workspace / "light") if "latent_mse" in r]
+    assert len(log) == 3 and all(r["latent_mse"] > 0 for r in log)
+    out = workspace / "light" / "model"
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["components"]) == {"autoencoder"} and config["meta"]["stage"] == "light"
+    light = load_model_dir(out).autoencoder
+    assert isinstance(light, LightAutoencoder)
+    assert any(p.abs().sum() > 0 for p in light.decoder.conv_out.parameters())  # it trained off zero
+    served = load_model_dir(copy_model_dir(teacher_dir, tmp_path / "served", autoencoder_from=out))
+    lq = torch.rand(1, 3, 32, 32)
+    sr = build_fused(served)(lq, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+    assert sr.shape == (1, 3, 128, 128) and sr.min() >= 0 and sr.max() <= 1

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.diffusion import ResShiftSchedule
-from training.models.autoencoder import bicubic_upsample
 
 SCALE = 4
 
@@ -20,11 +19,6 @@ SCALE = 4
 def lr_multiple(unet: nn.Module) -> int:
     """LR (= latent) sizes must be divisible by this: every UNet level halves, and the Swin windows tile."""
     return 2 ** (len(unet.config.channel_mult) - 1) * unet.config.window_size
-
-
-def encode_lr(autoencoder: nn.Module, lq: torch.Tensor) -> torch.Tensor:
-    """z_y: the latent of the bicubic-upsampled LR (lq in [-1, 1]); needs no UNet."""
-    return autoencoder.encode(bicubic_upsample(lq, SCALE))
 
 
 class SRPipeline(nn.Module):
@@ -41,7 +35,7 @@ class SRPipeline(nn.Module):
         return self.unet(x, t, lq=lq)
 
     def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
-        return encode_lr(self.autoencoder, lq)
+        return self.autoencoder.encode_lr(lq)
 
     def one_step_latent(
         self, lq: torch.Tensor, prior_noise: torch.Tensor, student_noise: torch.Tensor | None = None
@@ -60,7 +54,7 @@ class SRPipeline(nn.Module):
             shape = (b, channels, h, w)
             return torch.randn(shape, generator=generator, device=generator.device).to(lq.device)
 
-        prior_noise = randn(self.autoencoder.quantize.e_dim)
+        prior_noise = randn(self.autoencoder.latent_channels)
         student_noise = randn(self.noise_channels) if self.noise_channels else None
         return self.one_step_latent(lq, prior_noise, student_noise)
 
@@ -83,7 +77,7 @@ class SRPipeline(nn.Module):
             if self.noise_channels:
                 raise ValueError("T-step sampling is for the teacher; the student is a one-step model")
             z_y = self.encode_lr(lq)
-            shape = (b, self.autoencoder.quantize.e_dim, lq.shape[2], lq.shape[3])
+            shape = (b, self.autoencoder.latent_channels, lq.shape[2], lq.shape[3])
             prior_noise = torch.randn(shape, generator=generator, device=generator.device).to(lq.device)
             z0 = self.schedule.sample(self.denoise, z_y, lq, prior_noise, generator=generator)
         else:

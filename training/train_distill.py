@@ -31,7 +31,7 @@ from training.distill import (
 from training.metrics import LPIPS
 from training.models import build_student
 from training.models.discriminator import BottleneckHead
-from training.pipeline import SRPipeline, encode_lr
+from training.pipeline import SRPipeline
 from training.trainer import OptimConfig, RunConfig, Trainer
 
 
@@ -131,7 +131,7 @@ class DistillTrainer(Trainer):
         lr = make_lr(hr, self.cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
         z0 = self.autoencoder.encode(hr)
-        z_y = encode_lr(self.autoencoder, lq)
+        z_y = self.autoencoder.encode_lr(lq)
         b, device = hr.shape[0], generator.device
         choice = torch.randint(len(self.timesteps), (b,), generator=generator, device=device)
         t_n = torch.tensor(self.timesteps, device=device)[choice].to(self.device)

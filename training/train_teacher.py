@@ -22,7 +22,7 @@ from training.data.loader import DataConfig
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_unet
-from training.pipeline import SRPipeline, encode_lr
+from training.pipeline import SRPipeline
 from training.presets import load_preset
 from training.trainer import OptimConfig, RunConfig, Trainer
 
@@ -92,7 +92,7 @@ class TeacherTrainer(Trainer):
         hr, lq = hr * 2 - 1, lr * 2 - 1
         with torch.no_grad(), self.autocast():
             z0 = self.autoencoder.encode(hr).float()
-            z_y = encode_lr(self.autoencoder, lq).float()
+            z_y = self.autoencoder.encode_lr(lq).float()
         b = hr.shape[0]
         t = torch.randint(self.schedule.num_timesteps, (b,), generator=generator, device=generator.device)
         noise = torch.randn(z0.shape, generator=generator, device=generator.device)

@@ -13,9 +13,10 @@ if TYPE_CHECKING:  # a backend alone (bench/gpu_bench.py) needs no pydantic
 __all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
 
 
-def load_backend(settings: Settings) -> Backend:
+def load_backend(settings: Settings, *, lazy: bool = False) -> Backend:
     """The backend named by `settings.backend`, loaded from `settings.model_path`: one graph, or a set of
-    graphs for several tile sizes (a .json manifest, service/backends/model_set.py)."""
+    graphs for several tile sizes (a .json manifest, service/backends/model_set.py) whose graphs load on
+    first use when `lazy`."""
     path = settings.model_path
     if not path.exists():
         raise BackendError(f"model not found at {path} (set RSD_MODEL_PATH)")
@@ -24,7 +25,7 @@ def load_backend(settings: Settings) -> Backend:
             raise BackendError("the torch backend loads a model directory, not a set of graphs")
         from service.backends.model_set import ModelSet
 
-        return ModelSet.load(path, lambda graph: _load_graph(settings, graph))
+        return ModelSet.load(path, lambda graph: _load_graph(settings, graph), lazy=lazy)
     return _load_graph(settings, path)
 
 

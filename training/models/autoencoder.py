@@ -443,6 +443,14 @@ class VQModelTorch(nn.Module):
         """(B,3,H,W) in [-1,1] -> continuous latent (B,embed_dim,H/f,W/f); not quantized (ResShift's z_y)."""
         return self.quant_conv(self.encoder(x))
 
+    def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
+        """z_y, ResShift's condition: the latent of the bicubic-upsampled LR (lq (B,3,h,w) in [-1,1])."""
+        return self.encode(bicubic_upsample(lq, self.cfg.factor))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.quantize.e_dim
+
     def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """(B,embed_dim,h,w) -> (B,out_ch,h*f,w*f). Quantizes first (straight-through, so gradients reach z)
         unless force_not_quantize or the model decodes continuous latents (decode_quantized=False)."""
@@ -456,8 +464,3 @@ class VQModelTorch(nn.Module):
 
     def forward(self, x: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         return self.decode(self.encode(x), force_not_quantize=force_not_quantize)
-
-
-def build_autoencoder(kwargs: dict) -> VQModelTorch:
-    """Build from a kwargs dict as stored in configs/checkpoints (e.g. the official `autoencoder.params`)."""
-    return VQModelTorch(**kwargs)

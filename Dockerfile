@@ -94,6 +94,7 @@ ENV PATH=/opt/rsd/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RSD_MODEL_PATH=/opt/rsd/models/default/rsd-tiny-x4.json \
+    RSD_CACHE_DIR=/tmp/rsd \
     RSD_HOST=0.0.0.0 \
     RSD_PORT=8000
 WORKDIR /opt/rsd

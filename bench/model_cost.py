@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.models import build_autoencoder, build_unet
+from training.models import LightAutoencoder, build_autoencoder, build_unet
 from training.presets import load_preset
 
 
@@ -57,12 +57,26 @@ def preset_cost(name: str, lr_size: int, repeats: int) -> dict:
     for key, (module, fn) in components.items():
         gmac, seconds = measure(fn, repeats)
         rows[key] = {"params": sum(p.numel() for p in module.parameters()), "gmac": gmac, "cpu_s": seconds}
-    rows["one_step_total"] = {
-        "params": sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in ae.parameters()),
-        "gmac": sum(r["gmac"] for r in rows.values()),
-        "cpu_s": sum(r["cpu_s"] for r in rows.values()),
-    }
+    rows["one_step_total"] = total(rows, ("encoder", "unet_step", "decoder"), unet, ae)
+    # The light serving autoencoder (training/models/light_autoencoder.py, default config) in place of it.
+    light = LightAutoencoder().eval()
+    for key, (module, fn) in {
+        "light_encoder": (light.encoder, lambda: light.encode_lr(lq)),
+        "light_decoder": (light.decoder, lambda: light.decode(z)),
+    }.items():
+        gmac, seconds = measure(fn, repeats)
+        rows[key] = {"params": sum(p.numel() for p in module.parameters()), "gmac": gmac, "cpu_s": seconds}
+    rows["one_step_light_total"] = total(rows, ("light_encoder", "unet_step", "light_decoder"), unet, light)
     return rows
+
+
+def total(rows: dict, keys: tuple[str, ...], *modules: torch.nn.Module) -> dict:
+    """The components' MACs and seconds summed; the parameters of the whole modules (codebook included)."""
+    return {
+        "params": sum(p.numel() for m in modules for p in m.parameters()),
+        "gmac": sum(rows[k]["gmac"] for k in keys),
+        "cpu_s": sum(rows[k]["cpu_s"] for k in keys),
+    }
 
 
 def preset_steps(preset: dict) -> int:

@@ -6,7 +6,7 @@ Each run is a fresh process timed from outside, start to exit: Python starts, im
 Runtime session, reads the PNG, upscales, writes the PNG. That is what a user waits for, and at these
 sizes start-up and session creation weigh as much as the model.
 
-* rsd: the real console script on the embedded model (models/default/rsd-tiny-x4.onnx), twice a round:
+* rsd: the real console script on the embedded model (models/default/rsd-tiny-x4.json), twice a round:
   right after its ORT session cache is cleared (`cold cache`: the first start on a machine) and with the
   cache filled (`cached`: every later start).
 * peer: bench/rrdbnet_peer.py, RRDBNet 64/23/32 (bench/rrdbnet_bench.py, random weights) with tile_pad 10
@@ -212,7 +212,7 @@ def main() -> None:
             "name": "RRDBNet 64/23/32 (Real-ESRGAN x4 generator), random weights",
             "parameters": params,
         },
-        "rsd_model": "models/default/rsd-tiny-x4.onnx",
+        "rsd_model": "models/default/rsd-tiny-x4.json",
         "sizes": results,
     }
     print(markdown(results))

@@ -93,7 +93,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=state.metrics,
     )
     state.batcher.start()
-    await _warm_up(state.batcher, info.tile_size)
+    await _warm_up(state.batcher, info.tile_sizes)
     state.ready = True
     fields = {"model": info.name, "backend": info.backend, "tile": info.tile_size, "tiles": info.tile_sizes}
     log.info("ready", extra={"fields": fields})
@@ -106,15 +106,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.cpu_pool.shutdown(wait=False)
 
 
-async def _warm_up(batcher: Batcher, tile: int) -> None:
-    """One full batch of the model's tile size through the real path: allocates the backend's buffers for
-    the largest batch (every size's full batch holds about the same pixels, and ONNX Runtime's sessions
-    share one arena); the other sizes' first batches only pay their own first-run setup."""
-    batch = batcher.batch_limits[tile]
-    noise = np.zeros((batch, 3, tile, tile), np.float32)
-    tiles = TileBatch(np.full((batch, 3, tile, tile), 0.5, np.float32), noise, noise[:, :1])
-    job = batcher.submit(batcher.admit(batch), {tile: tiles}, time.perf_counter() + 600)
-    await job.future
+async def _warm_up(batcher: Batcher, sizes: tuple[int, ...]) -> None:
+    """One full batch of each tile size through the real path, so no request pays a graph's first-run
+    setup: the largest batches allocate the backend's buffers (every size's full batch holds about the
+    same pixels, and ONNX Runtime's sessions share one arena)."""
+    for tile in sizes:
+        batch = batcher.batch_limits[tile]
+        noise = np.zeros((batch, 3, tile, tile), np.float32)
+        tiles = TileBatch(np.full((batch, 3, tile, tile), 0.5, np.float32), noise, noise[:, :1])
+        admission = batcher.admit(batch * (tile / batcher.tile_size) ** 2)  # in tiles of the unit size
+        job = batcher.submit(admission, {tile: tiles}, time.perf_counter() + 600)
+        await job.future
 
 
 class RequestContext:

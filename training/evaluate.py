@@ -93,12 +93,13 @@ def onnx_row(path: Path, seed: int, threads: int) -> Row:
     from service.settings import Settings
     from service.tiling import upscale_tiled
 
-    backend = load_backend(Settings(model_path=path, threads=threads))  # one graph or a set (.json)
+    settings = Settings(model_path=path, threads=threads)
+    backend = load_backend(settings)  # one graph or a set (.json)
     info = backend.info
 
     def upscale(lr: torch.Tensor, index: int) -> torch.Tensor:
         rgb = lr.permute(1, 2, 0).numpy().astype(np.float32)
-        sr = upscale_tiled(rgb, backend.run, sizes=info.tile_sizes, overlap=info.tile_size // 8,
+        sr = upscale_tiled(rgb, backend.run, sizes=info.tile_sizes, overlap=settings.tile_overlap,
                            seed=seed + index, batch_limits=info.batch_limits(8))  # fmt: skip
         return torch.from_numpy(np.ascontiguousarray(sr)).permute(2, 0, 1).clamp(0, 1)
 

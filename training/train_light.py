@@ -5,10 +5,12 @@ Two targets, one optimiser:
   * its encoder, `encode_lr(lq)`, learns the VQ encoder's z_y (MSE, weight `loss.latent`), so the frozen
     student sees the condition it was trained on;
   * its decoder learns to decode the student's one-step latents, drawn from the light encoder's own z_y
-    (what serving computes), against the HR photo with the decoder stage's MSE + L1 + LPIPS.
-The fitted autoencoder's decoder is not a target: it is the bar (`rsd eval` of both). The export holds
-only the light autoencoder; `copy_model_dir(student, dst, autoencoder_from=<this>/model)` makes the
-servable model directory, as for the decoder stage (scripts/default_model.sh).
+    (what serving computes), with the decoder stage's MSE + L1 + LPIPS against `loss.target`: `fitted`,
+    the fitted VQ decoder's output for the same latent (distillation: a deterministic target the small
+    decoder can reach), or `hr`, the photo, as the decoder stage trains (docs/distillation.md, "A light
+    autoencoder", has both).
+The export holds only the light autoencoder; `copy_model_dir(student, dst, autoencoder_from=<this>/model)`
+makes the servable model directory, as for the decoder stage (scripts/default_model.sh).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class LightLossConfig:
     mse: float = 20.0
     l1: float = 1.0
     lpips: float = 0.1
+    target: str = "fitted"  # what the decoder's output is scored against: fitted (the VQ decoder's) or hr
+
+    def __post_init__(self):
+        if self.target not in ("fitted", "hr"):
+            raise ValueError(f"loss.target must be fitted or hr, got {self.target!r}")
 
 
 @dataclass
@@ -76,13 +83,14 @@ class LightTrainer(Trainer):
             lq = make_lr(hr01, cfg.lr_mode, self.degradation, generator) * 2 - 1  # (B,3,S/4,S/4)
             z_y_target = self.fitted.encode_lr(lq)  # (B,3,S/4,S/4)
             z0 = SRPipeline(self.unet, light, self.schedule).draw_one_step_latent(lq, generator)
+            target = hr if loss_cfg.target == "hr" else self.fitted.decode(z0).clamp(-1, 1)  # (B,3,S,S)
         latent = (light.encode_lr(lq) - z_y_target).pow(2).mean()
         sr = light.decode(z0).clamp(-1, 1)  # (B,3,S,S)
-        mse, l1 = (sr - hr).pow(2).mean(), (sr - hr).abs().mean()
+        mse, l1 = (sr - target).pow(2).mean(), (sr - target).abs().mean()
         loss = loss_cfg.latent * latent + loss_cfg.mse * mse + loss_cfg.l1 * l1
         stats = {"latent_mse": latent.item(), "mse": mse.item(), "l1": l1.item()}
         if self.lpips is not None:
-            lp = self.lpips(sr, hr).mean()
+            lp = self.lpips(sr, target).mean()
             loss = loss + loss_cfg.lpips * lp
             stats["lpips"] = lp.item()
         stats["grad_norm"] = self.optimizer_step("light", loss, light.parameters(), cfg.optim.grad_clip)

@@ -1,0 +1,89 @@
+"""ONNX Runtime session options on one graph (issue #20, item 4): seconds per batch for each variant.
+
+    .venv/bin/python bench/ort_options_bench.py models/default/rsd-tiny-x4-t256.onnx --repeats 5 \
+        --json docs/bench/ort_options.json
+
+Each variant is a fresh session of the same graph with one change from the service's settings
+(service/backends/onnxruntime.py: 2 intra-op threads, no spinning, ORT_ENABLE_ALL, sequential); the timed
+runs take turns (one run of every variant per round) so that a change in machine load hits all of them
+alike, after one untimed run each. Inputs are a seeded random LR batch and noise: the arithmetic does not
+depend on the values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from rsd import contract
+
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+# name -> (intra-op threads, spinning, optimisation level)
+VARIANTS = {
+    "service (2 threads, no spinning, all)": (2, False, "all"),
+    "spinning": (2, True, "all"),
+    "1 thread": (1, False, "all"),
+    "extended optimisations": (2, False, "extended"),
+    "basic optimisations": (2, False, "basic"),
+}
+
+
+def session(path: Path, threads: int, spinning: bool, level: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = LEVELS[level]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("graph", type=Path)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sessions = {name: session(args.graph, *spec) for name, spec in VARIANTS.items()}
+    first = next(iter(sessions.values()))
+    tile = first.get_inputs()[0].shape[-1]
+    rng = np.random.default_rng(0)
+    feed = {
+        contract.INPUT_LQ: rng.random((args.batch, 3, tile, tile), dtype=np.float32),
+        contract.INPUT_NOISE_PRIOR: rng.standard_normal((args.batch, 3, tile, tile), dtype=np.float32),
+        contract.INPUT_NOISE_STUDENT: rng.standard_normal((args.batch, 1, tile, tile), dtype=np.float32),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for s in sessions.values():
+        s.run(None, feed)
+    for _ in range(args.repeats):
+        for name, s in sessions.items():
+            started = time.perf_counter()
+            s.run(None, feed)
+            times[name].append(time.perf_counter() - started)
+    base = statistics.median(times[next(iter(times))])
+    results = {}
+    print(f"{args.graph.name}, batch {args.batch} of {tile}x{tile}, median of {args.repeats}:")
+    for name, runs in times.items():
+        median = statistics.median(runs)
+        results[name] = {"runs": [round(t, 4) for t in runs], "median": round(median, 4)}
+        print(f"  {name:40s} {median:7.3f} s  ({base / median:.2f}x the service's speed)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        record = {"graph": str(args.graph), "batch": args.batch, "tile": tile, "ort": ort.__version__}
+        args.json.write_text(json.dumps({**record, "variants": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -48,24 +48,19 @@ def preset_cost(name: str, lr_size: int, repeats: int) -> dict:
     up = F.interpolate(lq, scale_factor=4, mode="bicubic")
     z = ae.encode(up).detach()
     t = torch.full((1,), preset_steps(preset) - 1, dtype=torch.int64)
+    light = LightAutoencoder().eval()  # the light serving autoencoder (training/models/light_autoencoder.py)
     components = {
         "encoder": (ae.encoder, lambda: ae.encode(up)),
         "unet_step": (unet, lambda: unet(z, t, lq=lq)),
         "decoder": (ae.decoder, lambda: ae.decode(z)),
+        "light_encoder": (light.encoder, lambda: light.encode_lr(lq)),
+        "light_decoder": (light.decoder, lambda: light.decode(z)),
     }
     rows = {}
     for key, (module, fn) in components.items():
         gmac, seconds = measure(fn, repeats)
         rows[key] = {"params": sum(p.numel() for p in module.parameters()), "gmac": gmac, "cpu_s": seconds}
     rows["one_step_total"] = total(rows, ("encoder", "unet_step", "decoder"), unet, ae)
-    # The light serving autoencoder (training/models/light_autoencoder.py, default config) in place of it.
-    light = LightAutoencoder().eval()
-    for key, (module, fn) in {
-        "light_encoder": (light.encoder, lambda: light.encode_lr(lq)),
-        "light_decoder": (light.decoder, lambda: light.decode(z)),
-    }.items():
-        gmac, seconds = measure(fn, repeats)
-        rows[key] = {"params": sum(p.numel() for p in module.parameters()), "gmac": gmac, "cpu_s": seconds}
     rows["one_step_light_total"] = total(rows, ("light_encoder", "unet_step", "light_decoder"), unet, light)
     return rows
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rsd import contract
+from service.backends.onnxruntime import session_options
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -39,12 +40,7 @@ VARIANTS = {
 
 
 def session(path: Path, threads: int, spinning: bool, level: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = LEVELS[level]
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options = session_options(threads, spinning, LEVELS[level])
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -24,6 +24,7 @@ def export_onnx(
     simplify: bool = False,
     opset: int = 17,
     name: str | None = None,
+    calibration: Path | None = None,
 ) -> list[str]:
     from model_export.metadata import read_metadata
     from model_export.onnx_export import export_onnx as run
@@ -39,6 +40,7 @@ def export_onnx(
         simplify_graph=simplify,
         opset=opset,
         name=name,
+        calibration=calibration,
     )
     graphs = list(contract.read_set(path)[1].values()) if extra_tiles else [path]
     lines = []

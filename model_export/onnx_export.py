@@ -8,6 +8,8 @@ export.
 fp16 variant: onnxconverter-common's float16 pass with fp32 inputs/outputs, leaving in fp32 the
 codebook search (`QUANTIZER_SCOPE`: ||e||^2 - 2 z.e cancels in fp16 and flips indices), the
 normalisations (the UNet computes GroupNorm in fp32 on purpose) and the schedule/timestep casts.
+
+int8 variant: the convolutions quantised, calibrated on training tiles (model_export/int8.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from model_export.metadata import set_metadata
 from rsd import contract
 from service.filecache import file_sha256
 from training.checkpoint import load_model_dir
+from training.data.dataset import scan_images
 
 OPSET = 17
 MAX_TENSORRT_OPSET = 20  # TensorRT 10's ONNX parser reads opsets 9..20
@@ -51,6 +54,8 @@ TENSORRT_OPS = frozenset(
         "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where",
     }
 )  # fmt: skip
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})  # int8's; TensorRT reads them as explicit int8
+PRECISIONS = ("fp32", "fp16", "int8")
 FP32_OPS = ("InstanceNormalization",)  # Resize and Range are on the converter's own fp32 list
 
 
@@ -237,7 +242,9 @@ def check_graph(model: onnx.ModelProto, tile: int) -> list[str]:
     if doubles:
         problems.append(f"float64 tensors (TensorRT has none): {doubles[:5]}")
     ops = {node.op_type for node in model.graph.node if node.domain in ("", "ai.onnx")}
-    unknown = sorted(ops - TENSORRT_OPS) + sorted({n.domain for n in model.graph.node} - {"", "ai.onnx"})
+    unknown = sorted(ops - TENSORRT_OPS - QDQ_OPS) + sorted(
+        {n.domain for n in model.graph.node} - {"", "ai.onnx"}
+    )
     if unknown:
         problems.append(f"operators outside the TensorRT-checked set: {unknown}")
     return problems
@@ -253,14 +260,21 @@ def export_onnx(
     simplify_graph: bool = False,
     opset: int = OPSET,
     name: str | None = None,
+    calibration: str | Path | None = None,
 ) -> Path:
-    """Write the fused graph of a model directory to `out` (fp32 or fp16) with its metadata; returns `out`.
+    """Write the fused graph of a model directory to `out` (fp32, fp16 or int8) with its metadata; returns
+    `out`. int8 quantises the convolutions, calibrated on tiles of the photos under `calibration`
+    (model_export/int8.py).
 
     With `extra_tiles`, `out` is a model set's manifest (.json, rsd/contract.py): a graph for `tile` and for
     each extra size is written beside it as `<out stem>-t<size>.onnx`, sharing one copy of the weights
     (`share_weights`), and `tile` is the set's unit tile."""
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"precision must be fp32 or fp16, got {precision!r}", exit_code=2)
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", exit_code=2)
+    if (precision == "int8") != (calibration is not None):
+        raise ExportError("int8 and only int8 takes calibration photos (--calibration DIR)", exit_code=2)
+    if calibration is not None and not (Path(calibration).is_dir() and scan_images(calibration)):
+        raise ExportError(f"no photos to calibrate int8 on under {calibration}", exit_code=2)
     if not OPSET <= opset <= MAX_TENSORRT_OPSET:
         raise ExportError(f"opset must be in {OPSET}..{MAX_TENSORRT_OPSET}, got {opset}", exit_code=2)
     model_dir, out, extra_tiles = Path(model_dir), Path(out), tuple(extra_tiles)
@@ -285,6 +299,10 @@ def export_onnx(
             model = to_fp16(model, quantized=bundle.autoencoder.decode_quantized)
         if simplify_graph:
             model = simplify(model)
+        if precision == "int8":
+            from model_export.int8 import quantize  # onnxruntime's quantisation tools: only when asked
+
+            model = quantize(model, Path(calibration), size)
         metadata = model_metadata(model_dir, bundle.config, tile=size, precision=precision, name=name)
         graphs[size] = finish(model, metadata, size)
     if not extra_tiles:

@@ -271,7 +271,10 @@ def export_onnx(
         list[int] | None,
         typer.Option(help="Also a graph of this tile size (repeatable); --out is then a .json model set."),
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32 or fp16")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (convolutions, for CPUs)")] = "fp32",
+    calibration: Annotated[
+        Path | None, typer.Option(help="int8: photos to calibrate on (the training photos, data/demo/train).")
+    ] = None,
     simplify: bool = False,
     opset: int = 17,
     name: str | None = None,
@@ -280,7 +283,8 @@ def export_onnx(
     from model_export import cli
 
     _export(cli.export_onnx, model_dir=model_dir, out=out, tile=tile, extra_tiles=extra_tile or [],
-            precision=precision, simplify=simplify, opset=opset, name=name)  # fmt: skip
+            precision=precision, simplify=simplify, opset=opset, name=name,
+            calibration=calibration)  # fmt: skip
 
 
 @export_app.command("trt")

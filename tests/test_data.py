@@ -25,6 +25,7 @@ from training.data.degradations import (
     anisotropic_kernel,
     jpeg,
     make_lr,
+    make_lr_with_modes,
     random_blur_kernel,
     random_final_kernel,
     sinc_kernel,
@@ -215,6 +216,9 @@ def test_lr_mixture_draws_modes_per_sample_reproducibly():
     clean = make_lr(hr, "clean")
     same = [torch.equal(a, b) for a, b in zip(mixed[0], clean, strict=True)]
     assert 0 < sum(same) < 16  # some samples drew clean, the others mild
+    again, modes = make_lr_with_modes(hr, {"clean": 0.5, "mild": 0.5}, deg, torch.Generator().manual_seed(0))
+    assert torch.equal(again, mixed[0]) and [m == "clean" for m in modes] == same
+    assert make_lr_with_modes(hr, "mild", deg, torch.Generator())[1] == ("mild",) * 16
     assert torch.equal(make_lr(hr, {"clean": 1.0, "realesrgan": 0.0}, deg, torch.Generator()), clean)
     every = make_lr(hr, {"clean": 1, "mild": 1, "realesrgan": 1}, deg, torch.Generator().manual_seed(3))
     assert every.shape == clean.shape and torch.equal(every, torch.round(every * 255) / 255)

@@ -265,7 +265,10 @@ def test_teacher_graph_still_declares_student_noise(tmp_path):
 def test_export_rejects_bad_options_before_tracing(student_dir, tmp_path):
     for kwargs, message in (
         ({"tile": 48}, "multiple of 32"),
-        ({"precision": "int8"}, "fp32 or fp16"),
+        ({"precision": "int4"}, "fp32, fp16, int8"),
+        ({"precision": "int8"}, "calibration"),
+        ({"calibration": tmp_path}, "calibration"),
+        ({"precision": "int8", "calibration": tmp_path}, "no photos"),
         ({"opset": 16}, "opset"),
         ({"extra_tiles": [64]}, "json"),
     ):
@@ -300,16 +303,23 @@ def test_check_graph_finds_what_tensorrt_or_the_service_would_reject(tmp_path):
     assert any("lq has shape" in p for p in variant(static_batch))
 
 
-def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_search(student_dir, tmp_path):
+@pytest.fixture(scope="module")
+def unquantized_dir(student_dir, tmp_path_factory):
+    """The random student decoding its latent without the codebook lookup, as the embedded default does."""
+    model = tmp_path_factory.mktemp("unquantized") / "model"
+    copy_model_dir(student_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["components"]["autoencoder"]["kwargs"]["decode_quantized"] = False
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_search(
+    unquantized_dir, tmp_path
+):
     """decode_quantized=False (rsd train decoder): the pipeline, the fused module and both graphs decode the
     latent as it is, with no codebook lookup."""
-    config_path = student_dir / "config.json"
-    unquantized = tmp_path / "model"
-    copy_model_dir(student_dir, unquantized)
-    config = json.loads(config_path.read_text())
-    config["components"]["autoencoder"]["kwargs"]["decode_quantized"] = False
-    (unquantized / "config.json").write_text(json.dumps(config))
-    fused_plain = build_fused(load_model_dir(unquantized))
+    fused_plain = build_fused(load_model_dir(unquantized_dir))
     ae = fused_plain.pipeline.autoencoder
     z = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -320,7 +330,7 @@ def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_s
     expected, via_pipeline, (noise_prior, noise_student) = fused_and_pipeline(fused_plain, lq)
     assert torch.equal(expected, via_pipeline)
     for precision, tolerance in (("fp32", 1e-3), ("fp16", 5e-2)):
-        path = export_onnx(unquantized, tmp_path / f"{precision}.onnx", tile=TILE, precision=precision)
+        path = export_onnx(unquantized_dir, tmp_path / f"{precision}.onnx", tile=TILE, precision=precision)
         model = onnx.load(str(path))
         assert check_graph(model, TILE) == []
         assert not [n for n in model.graph.node if n.name.startswith(QUANTIZER_SCOPE)]
@@ -335,6 +345,35 @@ def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_s
     report = compare(fused_plain, onnx.load(str(tmp_path / "fp32.onnx")), photo_tiles(TILE, 1), batch=BATCH)
     assert report.index_agreement is None and report.sr_max_abs <= 1e-3
     assert "no codebook search" in report.summary()
+
+
+def test_int8_quantises_the_convolutions_and_serves_close_to_fp32(unquantized_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(skimage_data, name)()).save(photos / f"{name}.png")
+    fp32 = export_onnx(unquantized_dir, tmp_path / "fp32.onnx", tile=TILE)
+    int8 = export_onnx(
+        unquantized_dir, tmp_path / "int8.onnx", tile=TILE, precision="int8", calibration=photos
+    )
+    model = onnx.load(str(int8))
+    assert check_graph(model, TILE) == []
+    assert read_metadata(int8)[contract.META_PRECISION] == "int8"
+    weights = {i.name: i for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    producers = {output: node for node in model.graph.node for output in node.output}
+    conv_weights = [producers[conv.input[1]] for conv in convs]
+    assert conv_weights and all(n.op_type == "DequantizeLinear" for n in conv_weights)
+    assert all(weights[n.input[0]].data_type == TensorProto.INT8 for n in conv_weights)
+
+    backend = load_backend(Settings(model_path=int8, threads=1))
+    assert backend.info.precision == "int8" and backend.info.tile_size == TILE
+    lq = photo_tiles(TILE, 2)
+    noise_prior, noise_student = make_noise(len(lq), TILE, seed=0)
+    reference = load_backend(Settings(model_path=fp32, threads=1)).run(lq, noise_prior, noise_student)
+    sr = backend.run(lq, noise_prior, noise_student)
+    psnr = 10 * np.log10(1 / np.mean((sr - reference) ** 2))
+    assert 25 < psnr < 80  # quantised, so not equal; close on real photo tiles even with random weights
 
 
 def test_a_model_set_holds_one_copy_of_the_weights_and_computes_what_one_graph_does(

@@ -266,6 +266,34 @@ def test_distill_mse_terms_enter_the_student_loss(workspace, teacher_dir):
     assert log[0]["student_loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_distill_fidelity_modes_reweight_the_terms_of_their_samples(workspace, teacher_dir):
+    """Every sample clean and clean a fidelity mode: the MSE terms x4, the distribution terms off."""
+    overrides = [
+        *common_overrides(workspace, "distill_fidelity"),
+        f"teacher={teacher_dir}",
+        "fake_updates=0",
+        "lr_mode=clean",
+        "loss.lpips=1",
+        "loss.gan=0.01",
+        "loss.mse=5",
+        "loss.pixel_mse=3",
+        "loss.fidelity_modes=[clean]",
+        "loss.fidelity_mse_scale=4",
+        "loss.fidelity_perceptual_scale=0",
+        "data.crop_sizes=[32]",
+        "run.steps=1",
+        "run.val_every=1000",
+    ]
+    cfg = load_config(DistillTrainConfig, None, overrides)
+    DistillTrainer(cfg, cfg.run).fit()
+    first = read_log(workspace / "distill_fidelity")[0]
+    assert first["lpips"] > 0 and first["gan_g"] > 0  # computed and logged, but not counted
+    expected = 4 * (5 * first["mse"] + 3 * first["pixel_mse"])
+    assert first["student_loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="fidelity_modes"):
+        load_config(DistillTrainConfig, None, ["loss.fidelity_modes=[blurry]"])
+
+
 def test_rsd_eval_scores_every_mode_of_a_photo_folder(workspace, tmp_path):
     from typer.testing import CliRunner
 

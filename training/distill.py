@@ -19,7 +19,7 @@ X0Fn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _mean_per_sample(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).mean(1)
+    return x.reshape(len(x), -1).mean(1)
 
 
 def evenly_spaced_timesteps(num_timesteps: int, count: int) -> list[int]:
@@ -88,5 +88,5 @@ def gan_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor)
 
 
 def gan_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Non-saturating generator loss softplus(-D(fake)), batch mean."""
-    return F.softplus(-fake_logits).mean()
+    """Non-saturating generator loss softplus(-D(fake)), per sample (B,)."""
+    return _mean_per_sample(F.softplus(-fake_logits))

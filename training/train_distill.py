@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from training.checkpoint import load_model_dir, save_model_dir
-from training.data.degradations import build_degradation, make_lr
+from training.data.degradations import LR_MODES, build_degradation, make_lr_with_modes
 from training.data.loader import DataConfig
 from training.distill import (
     evenly_spaced_timesteps,
@@ -47,6 +47,13 @@ class DistillLossConfig:
     pixel_mse: float = 0.0
     sid_normalization: bool = True
     stop_gradient: bool = False  # True = detach f* and f_phi (the VSD-like ablation)
+    # Not in the paper ([] = off): on samples whose LR drew one of these modes (lr_mode a mixture), the two
+    # MSE terms are scaled by fidelity_mse_scale and the distribution terms (L_theta, LPIPS, GAN) by
+    # fidelity_perceptual_scale: a clean or lightly degraded LR already holds most of the detail, so there
+    # the student should keep it rather than draw new texture (issue #19).
+    fidelity_modes: list[str] = field(default_factory=list)
+    fidelity_mse_scale: float = 1.0
+    fidelity_perceptual_scale: float = 1.0
 
 
 @dataclass
@@ -68,6 +75,9 @@ class DistillTrainConfig:
     def validate(self) -> None:
         if self.fake_updates < 0 or self.noise_channels < 0:
             raise ValueError("fake_updates and noise_channels must be >= 0")
+        unknown = sorted(set(self.loss.fidelity_modes) - set(LR_MODES))
+        if unknown:
+            raise ValueError(f"loss.fidelity_modes: unknown LR modes {unknown}; expected some of {LR_MODES}")
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Sample:
     z_tn: torch.Tensor  # q(z_{t_n} | z0, z_y)
     t: torch.Tensor  # (B,) uniform in 0..T-1
     noise_t: torch.Tensor  # for z_t ~ q(z_t | x0_hat, z_y)
+    modes: tuple[str, ...]  # the LR mode each sample drew
 
 
 class DistillTrainer(Trainer):
@@ -128,7 +139,7 @@ class DistillTrainer(Trainer):
     @torch.no_grad()
     def sample_everything(self, batch_index: int, generator: torch.Generator) -> Sample:
         hr = self.next_hr_batch(self.cfg.data, batch_index, self.run.steps * (self.cfg.fake_updates + 1))
-        lr = make_lr(hr, self.cfg.lr_mode, self.degradation, generator)
+        lr, modes = make_lr_with_modes(hr, self.cfg.lr_mode, self.degradation, generator)
         hr, lq = hr * 2 - 1, lr * 2 - 1
         z0 = self.autoencoder.encode(hr)
         z_y = self.autoencoder.encode_lr(lq)
@@ -139,7 +150,7 @@ class DistillTrainer(Trainer):
         t = torch.randint(self.schedule.num_timesteps, (b,), generator=generator, device=device).to(
             self.device
         )
-        return Sample(hr, lq, z0, z_y, t_n, z_tn, t, self._randn(z0, generator))
+        return Sample(hr, lq, z0, z_y, t_n, z_tn, t, self._randn(z0, generator), modes)
 
     # -- networks as functions of (x, t) --------------------------------------------------------
     def _x0(self, unet, x_t, t, lq, noise=None):
@@ -206,7 +217,11 @@ class DistillTrainer(Trainer):
                 x0_all = self._x0(student, x_in, t_in, torch.cat([s.lq, s.lq]), noise)
                 x0_hat, x0_one = x0_all.chunk(2)
 
-                loss = student_distillation_loss(
+                # per-sample weights of the MSE and the distribution terms (loss.fidelity_modes)
+                fidelity = torch.tensor([m in loss_cfg.fidelity_modes for m in s.modes], device=self.device)
+                mse_w = torch.where(fidelity, loss_cfg.fidelity_mse_scale, 1.0)
+                perceptual_w = torch.where(fidelity, loss_cfg.fidelity_perceptual_scale, 1.0)
+                theta = student_distillation_loss(
                     self.schedule,
                     x0_hat,
                     s.z_y,
@@ -217,27 +232,29 @@ class DistillTrainer(Trainer):
                     fake=lambda x, t, lq: self._x0(fake, x, t, lq),
                     sid_normalization=loss_cfg.sid_normalization,
                     stop_gradient=loss_cfg.stop_gradient,
-                ).mean()
-                stats = {"theta": loss.item()}
+                )  # (B,)
+                terms = {
+                    "theta": (1.0, perceptual_w, theta)
+                }  # name: (weight, per-sample weights, (B,) values)
                 if loss_cfg.lpips > 0 or loss_cfg.pixel_mse > 0:
                     # straight-through quantisation
                     decoded = self.autoencoder.decode(x0_one).clamp(-1, 1).float()
                 if loss_cfg.lpips > 0:
-                    lp = self.lpips(decoded, s.hr.float()).mean()
-                    loss = loss + loss_cfg.lpips * lp
-                    stats["lpips"] = lp.item()
+                    lp = self.lpips(decoded, s.hr.float()).reshape(len(decoded), -1).mean(1)
+                    terms["lpips"] = (loss_cfg.lpips, perceptual_w, lp)
                 if loss_cfg.pixel_mse > 0:
-                    pixel_mse = (decoded - s.hr.float()).pow(2).mean()
-                    loss = loss + loss_cfg.pixel_mse * pixel_mse
-                    stats["pixel_mse"] = pixel_mse.item()
+                    pixel_mse = (decoded - s.hr.float()).pow(2).flatten(1).mean(1)
+                    terms["pixel_mse"] = (loss_cfg.pixel_mse, mse_w, pixel_mse)
                 if loss_cfg.mse > 0:
-                    mse = (x0_one.float() - s.z0.float()).pow(2).mean()
-                    loss = loss + loss_cfg.mse * mse
-                    stats["mse"] = mse.item()
+                    mse = (x0_one.float() - s.z0.float()).pow(2).flatten(1).mean(1)
+                    terms["mse"] = (loss_cfg.mse, mse_w, mse)
                 if loss_cfg.gan > 0:
                     loss_g = gan_generator_loss(self._logits(fake, head, x0_hat, s.lq).float())
-                    loss = loss + loss_cfg.gan * loss_g
-                    stats["gan_g"] = loss_g.item()
+                    terms["gan_g"] = (loss_cfg.gan, perceptual_w, loss_g)
+                loss = sum(
+                    weight * (per_sample * values).mean() for weight, per_sample, values in terms.values()
+                )
+                stats = {name: values.mean().item() for name, (_, _, values) in terms.items()}
             stats["student_grad_norm"] = self.optimizer_step(
                 "student", loss, self.modules["student"].parameters(), cfg.optim.grad_clip
             )

@@ -14,16 +14,27 @@ _INPUTS = (contract.INPUT_LQ, contract.INPUT_NOISE_PRIOR, contract.INPUT_NOISE_S
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def session_options(
+    threads: int = 0,
+    spinning: bool = False,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.SessionOptions:
+    """The service's session settings (bench/ort_options_bench.py varies them one at a time): `threads`
+    intra-op threads (0 = one per core), one batch at a time, no spinning (spinning threads would steal the
+    cores that decode/encode need between batches), every graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = level
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return options
+
+
 class OnnxRuntimeBackend:
     def __init__(self, path: Path, threads: int = 0, cache_dir: Path | None = None):
         """`cache_dir` keeps the optimised graph for the next start (service/backends/ort_cache.py)."""
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads would steal the cores that decode/encode need between batches.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)
         # The graphs of a model set run one batch at a time: one CPU arena for all of them keeps one peak of
         # activation memory instead of one per graph.
         _share_cpu_arena()

@@ -502,18 +502,29 @@ def make_lr(
     """LR batch for a HR batch (B,3,H,W) in [0,1], H and W multiples of 4. `mode` is one of LR_MODES or a
     mixture {mode: probability} drawn per sample; every mode but 'clean' needs a generator on hr.device.
     The degradation's config (default DegradationConfig) gives the scale and every random range."""
+    return make_lr_with_modes(hr, mode, degradation, generator)[0]
+
+
+def make_lr_with_modes(
+    hr: torch.Tensor,
+    mode: str | dict[str, float],
+    degradation: RealESRGANDegradation | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """`make_lr` and the mode each sample drew (for losses weighted by mode)."""
     check_lr_mode(mode)
     degradation = degradation or RealESRGANDegradation()
     config = degradation.config
     if isinstance(mode, dict):
         return _mixture(hr, mode, degradation, generator)
+    modes = (mode,) * hr.shape[0]
     if mode == "clean":
-        return bicubic_degradation(hr, scale=config.scale)
+        return bicubic_degradation(hr, scale=config.scale), modes
     if generator is None:
         raise ValueError(f"mode {mode!r} needs a torch.Generator (on the HR batch's device)")
     if mode == "mild":
-        return mild_degradation(hr, generator, config)
-    return degradation(hr, generator)
+        return mild_degradation(hr, generator, config), modes
+    return degradation(hr, generator), modes
 
 
 def _mixture(
@@ -521,7 +532,7 @@ def _mixture(
     weights: dict[str, float],
     degradation: RealESRGANDegradation,
     generator: torch.Generator | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, tuple[str, ...]]:
     """Each sample's mode drawn with probability weights[mode] (normalised), then each mode run once on the
     samples that drew it, in LR_MODES order (so the random stream is a function of the generator alone)."""
     if generator is None:
@@ -536,4 +547,4 @@ def _mixture(
         idx = (picks == i).nonzero().flatten().to(hr.device)
         if len(idx):
             out[idx] = make_lr(hr[idx], m, degradation, generator)
-    return out
+    return out, tuple(LR_MODES[i] for i in picks.tolist())

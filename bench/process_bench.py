@@ -6,7 +6,7 @@ Each run is a fresh process timed from outside, start to exit: Python starts, im
 Runtime session, reads the PNG, upscales, writes the PNG. That is what a user waits for, and at these
 sizes start-up and session creation weigh as much as the model.
 
-* rsd: the real console script on the embedded model (models/default/rsd-tiny-x4.json), twice a round:
+* rsd: the real console script on each --model (default: the embedded model), twice a round:
   right after its ORT session cache is cleared (`cold cache`: the first start on a machine) and with the
   cache filled (`cached`: every later start).
 * peer: bench/rrdbnet_peer.py, RRDBNet 64/23/32 (bench/rrdbnet_bench.py, random weights) with tile_pad 10
@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.rrdbnet_bench import export_rrdbnet  # noqa: E402
+from service.settings import DEFAULT_MODEL_PATH  # noqa: E402
 
 PHOTO_DIRS = (REPO / "data" / "holdout" / "photos", REPO / "data" / "demo" / "val")
 FALLBACK_PHOTO = REPO / "docs" / "demo.png"  # committed, so the bench runs on a bare clone
@@ -109,14 +110,18 @@ def run_once(variant: Variant, env: dict[str, str], cpus: set[int], cache_dir: P
 
 
 def variants_for(
-    size: int, src: Path, work: Path, rrdbnet: Path, peer_tiles: list[int], threads: int
+    size: int, src: Path, work: Path, rrdbnet: Path, peer_tiles: list[int], threads: int, models: list[Path]
 ) -> list[Variant]:
-    rsd = [str(Path(sys.executable).with_name("rsd")), "upscale", str(src), "--out", str(work / "rsd")]
-    rsd_out = work / "rsd" / f"{src.stem}.png"
-    found = [
-        Variant("rsd", "cold cache", rsd, rsd_out, clear_cache=True),
-        Variant("rsd", "cached", rsd, rsd_out),
-    ]
+    found = []
+    for model in models:
+        rsd = [str(Path(sys.executable).with_name("rsd")), "upscale", str(src), "--out", str(work / "rsd"),
+               "--model", str(model)]  # fmt: skip
+        rsd_out = work / "rsd" / f"{src.stem}.png"
+        prefix = f"{model.name}, " if len(models) > 1 else ""
+        found += [
+            Variant("rsd", f"{prefix}cold cache", rsd, rsd_out, clear_cache=True),
+            Variant("rsd", f"{prefix}cached", rsd, rsd_out),
+        ]
     for tile in sorted({t if t < size else 0 for t in peer_tiles}, key=lambda t: t or size):
         out = work / f"peer-{size}-{tile}.png"
         command = [sys.executable, str(REPO / "bench" / "rrdbnet_peer.py"), str(rrdbnet), str(src), str(out),
@@ -126,18 +131,19 @@ def variants_for(
 
 
 def markdown(results: dict) -> str:
-    rows = [
-        "| input | rsd, cold cache | rsd, cached | RRDBNet, best tile | RRDBNet by tile | speedup (cold) |",
-        "|---|---|---|---|---|---|",
-    ]
+    columns = ("input", "rsd", "cold cache", "cached", "speedup, cached (cold)", "RRDBNet, best tile",
+               "RRDBNet by tile")  # fmt: skip
+    rows = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for size, r in results.items():
-        rsd, peer, best = r["rsd"], r["peer"], r["peer_best"]
+        peer, best = r["peer"], r["peer_best"]
         by_tile = ", ".join(f"{label}: {v['median']:.2f}" for label, v in peer.items())
-        rows.append(
-            f"| {size}x{size} | {rsd['cold cache']['median']:.2f} s | {rsd['cached']['median']:.2f} s "
-            f"| {peer[best]['median']:.2f} s ({best}) | {by_tile} "
-            f"| {r['speedup_cached']:.2f}x ({r['speedup_cold']:.2f}x) |"
-        )
+        for model, m in r["models"].items():
+            rows.append(
+                f"| {size}x{size} | {model} | {m['cold cache']['median']:.2f} s "
+                f"| {m['cached']['median']:.2f} s "
+                f"| {m['speedup_cached']:.2f}x ({m['speedup_cold']:.2f}x) "
+                f"| {peer[best]['median']:.2f} s ({best}) | {by_tile} |"
+            )
     return "\n".join(rows)
 
 
@@ -155,8 +161,12 @@ def main() -> None:
     parser.add_argument(
         "--photo", type=Path, help="default: data/holdout/photos, data/demo/val, docs/demo.png"
     )
+    parser.add_argument(
+        "--model", type=Path, action="append", help=f"rsd's model (repeatable); default {DEFAULT_MODEL_PATH}"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    models = args.model or [DEFAULT_MODEL_PATH]
     cpus = set(args.cpus or os.sched_getaffinity(0))
     photo = args.photo or first_photo()
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -171,9 +181,10 @@ def main() -> None:
         for size in args.sizes:
             src = work / f"photo-{size}.png"
             write_crop(photo, size, src)
-            by_size[size] = variants_for(size, src, work, rrdbnet, args.peer_tiles, args.threads)
+            by_size[size] = variants_for(size, src, work, rrdbnet, args.peer_tiles, args.threads, models)
         first = by_size[min(args.sizes)]
-        for warm_up in (first[1], first[2]):  # rsd (which fills the cache) and the peer, untimed
+        # every rsd model (which fills the cache) and the peer, untimed
+        for warm_up in [v for v in first if v.program == "rsd" and not v.clear_cache] + [first[-1]]:
             run_once(warm_up, env, cpus, cache_dir, min(args.sizes))
         for round_ in range(args.repeats):
             for size, variants in by_size.items():
@@ -184,15 +195,18 @@ def main() -> None:
 
     results = {}
     for size, variants in by_size.items():
-        rsd, peer = ({v.label: v.summary() for v in variants if v.program == p} for p in ("rsd", "peer"))
+        peer = {v.label: v.summary() for v in variants if v.program == "peer"}
         best = min(peer, key=lambda label: peer[label]["median"])
-        results[size] = {
-            "rsd": rsd,
-            "peer": peer,
-            "peer_best": best,
-            "speedup_cached": round(peer[best]["median"] / rsd["cached"]["median"], 2),
-            "speedup_cold": round(peer[best]["median"] / rsd["cold cache"]["median"], 2),
-        }
+        by_model = {}
+        for i, model in enumerate(models):
+            cold, cached = [v.summary() for v in variants if v.program == "rsd"][2 * i : 2 * i + 2]
+            by_model[model.name] = {
+                "cold cache": cold,
+                "cached": cached,
+                "speedup_cached": round(peer[best]["median"] / cached["median"], 2),
+                "speedup_cold": round(peer[best]["median"] / cold["median"], 2),
+            }
+        results[size] = {"models": by_model, "peer": peer, "peer_best": best}
     report = {
         "what": "whole-process seconds, PNG in -> 4x PNG out, median of the runs; speedup = peer best / rsd",
         "photo": str(photo.relative_to(REPO) if photo.is_relative_to(REPO) else photo),
@@ -212,7 +226,7 @@ def main() -> None:
             "name": "RRDBNet 64/23/32 (Real-ESRGAN x4 generator), random weights",
             "parameters": params,
         },
-        "rsd_model": "models/default/rsd-tiny-x4.json",
+        "rsd_models": [str(m) for m in models],
         "sizes": results,
     }
     print(markdown(results))

@@ -42,6 +42,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rsd import contract  # noqa: E402
 from service.backends import Backend, load_backend  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tiling import plan_tiles  # noqa: E402
@@ -287,6 +288,10 @@ def main() -> None:
         "saturation": saturation,
         "overload": overload,
         "served_over_raw": round(saturation["tiles_per_s"] / raw_best, 3),
+        # what a user gets: x4 output pixels per second, at saturation
+        "served_output_mp_per_s": round(
+            saturation["images_per_s"] * (contract.SCALE * args.image) ** 2 / 1e6, 3
+        ),
         # The same ratio in CPU time: immune to neighbours taking cores, which shifts wall-clock figures.
         "cpu_efficiency": round(raw[best_batch][1] / saturation["server_cpu_ms_per_tile"], 3),
         "checks": {

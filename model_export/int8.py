@@ -26,27 +26,27 @@ from training.data.dataset import crop_hr, load_rgb, scan_images, to_tensor
 from training.data.degradations import make_lr
 
 CALIBRATION_MODE = {"clean": 0.2, "mild": 0.3, "realesrgan": 0.5}  # the inputs users send, as in training
-CALIBRATION_TILES = 32
+# LR pixels to calibrate on: 32 tiles of 64x64, fewer of a larger tile. One tile per feed: the calibration
+# session runs the graph unoptimised, and a batch of four 256 tiles ran out of 24 GiB.
+CALIBRATION_PIXELS = 32 * 64 * 64
 
 
-def calibration_batches(
-    photos: Path, tile: int, count: int = CALIBRATION_TILES, batch: int = 4, seed: int = 0
+def calibration_feeds(
+    photos: Path, tile: int, pixels: int = CALIBRATION_PIXELS, seed: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
-    """`count` LR tiles of side `tile` in the graph's input layout, `batch` per feed: HR crops of 4*tile from
-    the photos in turn, degraded by the LR mixture, with N(0,1) noise as the service draws it."""
+    """LR tiles of side `tile` (at least two, `pixels` in all) in the graph's input layout, one per feed:
+    HR crops of 4*tile from the photos in turn, degraded by the LR mixture, with N(0,1) noise as the
+    service draws it."""
     paths = scan_images(photos)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    for start in range(0, count, batch):
-        hr = torch.stack(
-            [to_tensor(crop_hr(load_rgb(paths[i % len(paths)]), contract.SCALE * tile, rng, rescale=False))
-             for i in range(start, min(start + batch, count))]
-        )  # fmt: skip
-        lq = make_lr(hr, CALIBRATION_MODE, generator=generator).clamp(0, 1).numpy()  # (b,3,tile,tile)
+    for i in range(max(2, round(pixels / tile**2))):
+        hr = to_tensor(crop_hr(load_rgb(paths[i % len(paths)]), contract.SCALE * tile, rng, rescale=False))
+        lq = make_lr(hr[None], CALIBRATION_MODE, generator=generator).clamp(0, 1).numpy()  # (1,3,tile,tile)
         yield {
             contract.INPUT_LQ: lq.astype(np.float32),
-            contract.INPUT_NOISE_PRIOR: rng.standard_normal((len(lq), 3, tile, tile), dtype=np.float32),
-            contract.INPUT_NOISE_STUDENT: rng.standard_normal((len(lq), 1, tile, tile), dtype=np.float32),
+            contract.INPUT_NOISE_PRIOR: rng.standard_normal((1, 3, tile, tile), dtype=np.float32),
+            contract.INPUT_NOISE_STUDENT: rng.standard_normal((1, 1, tile, tile), dtype=np.float32),
         }
 
 
@@ -59,7 +59,7 @@ class _Reader(CalibrationDataReader):
 
 
 def quantize(
-    model: onnx.ModelProto, photos: Path, tile: int, count: int = CALIBRATION_TILES, seed: int = 0
+    model: onnx.ModelProto, photos: Path, tile: int, pixels: int = CALIBRATION_PIXELS, seed: int = 0
 ) -> onnx.ModelProto:
     """The int8 version of an fp32 fused graph of LR tile `tile` (metadata is the caller's to set)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +69,7 @@ def quantize(
         # is an initializer the quantiser can see
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(out), _Reader(calibration_batches(photos, tile, count, seed=seed)),
+            str(prepared), str(out), _Reader(calibration_feeds(photos, tile, pixels, seed)),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )  # fmt: skip

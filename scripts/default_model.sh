@@ -20,25 +20,30 @@ done
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
 nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
+nice rsd train light --config configs/tiny-x4/light.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
 out_dir() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['out_dir'])" "$1"; }
 TEACHER=$(out_dir configs/tiny-x4/teacher.yaml)/model
 STUDENT=$(out_dir configs/tiny-x4/distill.yaml)/model
 DECODER=$(out_dir configs/tiny-x4/decoder.yaml)/model
+LIGHT=$(out_dir configs/tiny-x4/light.yaml)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
-# student's unquantised latents. Its graphs take LR tiles of 64 to 256 pixels, which the service picks
-# per image (without the attention a tile's cost is linear in its area); they read the student's
-# safetensors, so the weights are stored once (README, Performance).
+# student's unquantised latents, behind the light stage's LR encoder (as good as the VQ encoder at a
+# fraction of its cost; the light decoder is not, so it is left out: docs/distillation.md). Its graphs take
+# LR tiles of 64 to 256 pixels, which the service picks per image (without the attention a tile's cost is
+# linear in its area), run their convolutions in int8, calibrated on the training photos, and read the
+# student's safetensors for the rest (README, Performance).
 mkdir -p models/default
 rm -rf models/default/student
 python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
-c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2])" \
-  "$STUDENT" "$DECODER"
+c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2],
+  lr_encoder_from=sys.argv[3])" "$STUDENT" "$DECODER" "$LIGHT"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.json --tile 128 --extra-tile 64 \
-  --extra-tile 96 --extra-tile 192 --extra-tile 256 --name rsd-tiny-x4
+  --extra-tile 96 --extra-tile 192 --extra-tile 256 --name rsd-tiny-x4 --precision int8 \
+  --calibration data/demo/train
 # Scored in every LR mode on the 8 validation photos (their realesrgan pairs are data/demo/val-realesrgan's).
 rsd eval data/demo/val --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.json --json models/default/eval.json

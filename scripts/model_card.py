@@ -25,6 +25,7 @@ STAGES = {
     "distill": ("configs/tiny-x4/distill.yaml", "rsd train distill"),
     "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
     "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),
+    "light": ("configs/tiny-x4/light.yaml", "rsd train light"),
 }
 
 
@@ -84,9 +85,11 @@ def main(out_dir: Path) -> None:
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
         "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
-        "which it decodes without the codebook lookup) in fp32",
-        "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, read the student's "
-        "weights, and each image is laid out in them",
+        "which it decodes without the codebook lookup) in fp32, behind the light stage's LR encoder (its "
+        "decoder is not used)",
+        "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, run their convolutions "
+        "in int8 (calibrated on tiles of data/demo/train; the int8 weights in rsd-tiny-x4.weights), read the "
+        "student's safetensors for the rest, and each image is laid out in them",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),
         "evaluations": evaluations,

@@ -13,7 +13,7 @@ from training.checkpoint import (
     save_model_dir,
 )
 from training.diffusion import ScheduleConfig
-from training.models import build_autoencoder, build_unet
+from training.models import LightAutoencoder, LightEncoderVQ, build_autoencoder, build_unet
 from training.presets import load_preset
 
 
@@ -83,6 +83,30 @@ def test_copy_can_take_the_autoencoder_from_another_model_dir(tmp_path, golden_k
         assert torch.equal(bundle.autoencoder.state_dict()[key], value), key
     for key, value in unet.state_dict().items():
         assert torch.equal(bundle.unet.state_dict()[key], value), key
+
+
+def test_copy_can_put_a_light_lr_encoder_in_front_of_the_vq_autoencoder(tmp_path, golden_kwargs):
+    unet_kwargs, vq_kwargs = golden_kwargs
+    torch.manual_seed(0)
+    unet, ae = build_unet(unet_kwargs), build_autoencoder(vq_kwargs).eval()
+    light = LightAutoencoder(latent_channels=ae.latent_channels).eval()
+    for parameter in light.parameters():  # not the resampling pair it starts as
+        torch.nn.init.normal_(parameter, std=0.05)
+    save_model_dir(tmp_path / "m", unet=unet, unet_kwargs=unet_kwargs, autoencoder=ae,
+                   autoencoder_kwargs=vq_kwargs, schedule=ScheduleConfig())  # fmt: skip
+    save_model_dir(tmp_path / "light", unet=None, unet_kwargs=None, autoencoder=light,
+                   autoencoder_kwargs=light.kwargs(), schedule=ScheduleConfig())  # fmt: skip
+    copy_model_dir(tmp_path / "m", tmp_path / "hybrid", lr_encoder_from=tmp_path / "light")
+    hybrid = load_model_dir(tmp_path / "hybrid").autoencoder
+    assert isinstance(hybrid, LightEncoderVQ) and hybrid.decode_quantized == ae.decode_quantized
+    lq = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    hr = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        z = hybrid.encode_lr(lq)
+        assert torch.equal(z, light.encode_lr(lq)) and not torch.allclose(z, ae.encode_lr(lq))
+        assert torch.equal(hybrid.decode(z), ae.decode(z)) and torch.equal(hybrid.encode(hr), ae.encode(hr))
+    with pytest.raises(ValueError, match="light autoencoder's LR encoder"):
+        copy_model_dir(tmp_path / "m", tmp_path / "x", lr_encoder_from=tmp_path / "m")
 
 
 def test_official_layout_with_prefix_and_nesting_loads(tmp_path):

@@ -24,6 +24,8 @@ from torch import nn
 
 from training.diffusion import ResShiftSchedule, ScheduleConfig
 from training.models import build_autoencoder, build_unet
+from training.models.light_autoencoder import ARCHITECTURE as LIGHT
+from training.models.light_autoencoder import LIGHT_ENCODER_VQ
 
 FORMAT = "rsd-model"
 FORMAT_VERSION = 1
@@ -146,24 +148,45 @@ def copy_model_dir(
     *,
     unet_dtype: torch.dtype | None = None,
     autoencoder_from: str | Path | None = None,
+    lr_encoder_from: str | Path | None = None,
 ) -> Path:
     """Copy a model directory; with `unet_dtype=torch.float16` the UNet's float tensors are stored in half
     precision, which halves the file. Loading casts them back to fp32, so the copy is a model whose UNet
     weights are rounded to fp16 and which computes in fp32 (the embedded default model ships this way).
     `autoencoder_from` takes the autoencoder from another model directory instead (one that keeps the
-    same latent space: `rsd train autoencoder` with `reference`)."""
+    same latent space: `rsd train autoencoder` with `reference`). `lr_encoder_from` (a light autoencoder's
+    model directory, `rsd train light`) puts its LR encoder in front of that VQ autoencoder
+    (training/models/light_autoencoder.py, LightEncoderVQ)."""
     src, dst = Path(src), Path(dst)
     config = read_config(src)
     sources = {name: src for name in config["components"]}
     if autoencoder_from is not None:
         sources["autoencoder"] = Path(autoencoder_from)
         config["components"]["autoencoder"] = read_config(autoencoder_from)["components"]["autoencoder"]
+    states = {
+        name: load_file(str(sources[name] / spec["weights"])) for name, spec in config["components"].items()
+    }
+    if "unet" in states and unet_dtype is not None:
+        states["unet"] = {
+            k: v.to(unet_dtype) if v.is_floating_point() else v for k, v in states["unet"].items()
+        }
+    if lr_encoder_from is not None:
+        vq = config["components"]["autoencoder"]
+        light = read_config(lr_encoder_from)["components"]["autoencoder"]
+        if light["kwargs"].get("architecture") != LIGHT or vq["kwargs"].get("architecture") is not None:
+            raise ValueError("lr_encoder_from takes a light autoencoder's LR encoder to a VQ autoencoder")
+        light_state = load_file(str(Path(lr_encoder_from) / light["weights"]))
+        encoder = {
+            f"lr_encoder.{k[len('encoder.') :]}": v
+            for k, v in light_state.items()
+            if k.startswith("encoder.")
+        }
+        states["autoencoder"] = encoder | {f"vq.{k}": v for k, v in states["autoencoder"].items()}
+        light_kwargs = {k: v for k, v in light["kwargs"].items() if k != "architecture"}
+        vq["kwargs"] = {"architecture": LIGHT_ENCODER_VQ, "light": light_kwargs, "vq": vq["kwargs"]}
     dst.mkdir(parents=True, exist_ok=True)
     for name, spec in config["components"].items():
-        state = load_file(str(sources[name] / spec["weights"]))
-        if name == "unet" and unet_dtype is not None:
-            state = {k: v.to(unet_dtype) if v.is_floating_point() else v for k, v in state.items()}
-        save_file(state, str(dst / spec["weights"]))
+        save_file(states[name], str(dst / spec["weights"]))
     (dst / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return dst
 

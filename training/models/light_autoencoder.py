@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.autoencoder import bicubic_upsample
+from training.models.autoencoder import VQModelTorch, bicubic_upsample
 
 ARCHITECTURE = "light"  # the `architecture` kwarg that makes build_autoencoder build this model
+LIGHT_ENCODER_VQ = "light_encoder+vq"  # ... and the one for LightEncoderVQ
 
 
 @dataclass
@@ -138,10 +139,58 @@ class LightAutoencoder(nn.Module):
 
     def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
         """lq (B,3,h,w) in [-1,1] -> z_y (B,3,h,w), the VQ encoder's latent of bicubic_f(lq)."""
-        f = self.cfg.factor
-        return F.avg_pool2d(bicubic_upsample(lq, f), f) + self.encoder(lq)
+        return light_encode_lr(self.encoder, lq, self.cfg.factor)
 
     def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """z (B,3,h,w) -> (B,3,4h,4w) in about [-1,1]; force_not_quantize is accepted for the VQ interface
         (this model never quantises)."""
         return bicubic_upsample(z, self.cfg.factor) + self.decoder(z)
+
+
+def light_encode_lr(encoder: nn.Module, lq: torch.Tensor, factor: int) -> torch.Tensor:
+    """The light encoder's z_y: the resampling bypass box_f(bicubic_f(lq)) plus the convolutions' residual."""
+    return F.avg_pool2d(bicubic_upsample(lq, factor), factor) + encoder(lq)
+
+
+class LightEncoderVQ(nn.Module):
+    """The light autoencoder's LR encoder in front of a VQ model: `encode_lr` at LR resolution, `decode`
+    (and `encode` of HR photos) the VQ model's own. The light encoder matches the VQ encoder's z_y (on the
+    validation photos the student scores the same through either), the light decoder trails the VQ
+    decoder (docs/distillation.md, "A light autoencoder"), so this pairs the one that is free with the
+    one that is not. State: `lr_encoder.*` (the light model's `encoder.*`) and `vq.*`."""
+
+    def __init__(self, light: dict, vq: dict, architecture: str = LIGHT_ENCODER_VQ):
+        super().__init__()
+        if architecture != LIGHT_ENCODER_VQ:
+            raise ValueError(f"LightEncoderVQ builds architecture {LIGHT_ENCODER_VQ!r}, got {architecture!r}")
+        self.light_cfg = LightConfig.from_dict({k: v for k, v in light.items() if k != "architecture"})
+        cfg = self.light_cfg
+        self.lr_encoder = Residual(3, cfg.encoder_width, cfg.encoder_blocks, cfg.latent_channels)
+        self.vq = VQModelTorch(**vq)
+        self.vq_kwargs = dict(vq)
+        if cfg.latent_channels != self.vq.latent_channels or cfg.factor != self.vq.cfg.factor:
+            raise ValueError("the light encoder and the VQ model must share the latent shape")
+
+    @property
+    def decode_quantized(self) -> bool:
+        return self.vq.decode_quantized
+
+    @property
+    def quantize(self) -> nn.Module:
+        return self.vq.quantize
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vq.latent_channels
+
+    def kwargs(self) -> dict:
+        return {"architecture": LIGHT_ENCODER_VQ, "light": asdict(self.light_cfg), "vq": self.vq_kwargs}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vq.encode(x)
+
+    def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
+        return light_encode_lr(self.lr_encoder, lq, self.light_cfg.factor)
+
+    def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
+        return self.vq.decode(z, force_not_quantize=force_not_quantize)

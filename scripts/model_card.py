@@ -87,8 +87,9 @@ def main(out_dir: Path) -> None:
         "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
         "which it decodes without the codebook lookup) in fp32, behind the light stage's LR encoder (its "
         "decoder is not used)",
-        "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, run their convolutions "
-        "in int8 (calibrated on tiles of data/demo/train; the int8 weights in rsd-tiny-x4.weights), read the "
+        "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, run their "
+        "convolutions in int8 (calibrated on tiles of data/demo/train; the int8 weights in "
+        "rsd-tiny-x4.weights), read the "
         "student's safetensors for the rest, and each image is laid out in them",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),

@@ -13,13 +13,39 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from model_export.parity import make_noise
 from rsd import contract
 from service.backends.onnxruntime import session_options
+
+
+def random_feed(batch: int, tile: int) -> dict[str, np.ndarray]:
+    """A seeded random LR batch and its noise, in the graphs' input layout."""
+    noise_prior, noise_student = make_noise(batch, tile, seed=0)
+    lq = np.random.default_rng(0).random((batch, 3, tile, tile), dtype=np.float32)
+    return {
+        contract.INPUT_LQ: lq,
+        contract.INPUT_NOISE_PRIOR: noise_prior,
+        contract.INPUT_NOISE_STUDENT: noise_student,
+    }
+
+
+def time_interleaved(sessions: Mapping, feed: dict[str, np.ndarray], repeats: int) -> dict:
+    """Seconds of each session's runs: one untimed run each, then `repeats` rounds taking turns."""
+    for s in sessions.values():
+        s.run(None, feed)
+    times = {key: [] for key in sessions}
+    for _ in range(repeats):
+        for key, s in sessions.items():
+            started = time.perf_counter()
+            s.run(None, feed)
+            times[key].append(time.perf_counter() - started)
+    return times
 
 
 def main() -> None:
@@ -38,20 +64,7 @@ def main() -> None:
     if len(tiles) != 1:
         raise SystemExit(f"the graphs take different tile sizes: {sorted(tiles)}")
     tile, b = tiles.pop(), args.batch
-    rng = np.random.default_rng(0)
-    feed = {
-        contract.INPUT_LQ: rng.random((b, 3, tile, tile), dtype=np.float32),
-        contract.INPUT_NOISE_PRIOR: rng.standard_normal((b, 3, tile, tile), dtype=np.float32),
-        contract.INPUT_NOISE_STUDENT: rng.standard_normal((b, 1, tile, tile), dtype=np.float32),
-    }
-    times: dict[Path, list[float]] = {p: [] for p in sessions}
-    for s in sessions.values():
-        s.run(None, feed)
-    for _ in range(args.repeats):
-        for p, s in sessions.items():
-            started = time.perf_counter()
-            s.run(None, feed)
-            times[p].append(time.perf_counter() - started)
+    times = time_interleaved(sessions, random_feed(b, tile), args.repeats)
     base = statistics.median(times[args.graphs[0]])
     print(f"batch {b} of {tile}x{tile}, median of {args.repeats}:")
     for p, runs in times.items():

@@ -15,14 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
-from rsd import contract
 from service.backends.onnxruntime import session_options
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.graph_bench import random_feed, time_interleaved
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -55,20 +57,7 @@ def main() -> None:
     sessions = {name: session(args.graph, *spec) for name, spec in VARIANTS.items()}
     first = next(iter(sessions.values()))
     tile = first.get_inputs()[0].shape[-1]
-    rng = np.random.default_rng(0)
-    feed = {
-        contract.INPUT_LQ: rng.random((args.batch, 3, tile, tile), dtype=np.float32),
-        contract.INPUT_NOISE_PRIOR: rng.standard_normal((args.batch, 3, tile, tile), dtype=np.float32),
-        contract.INPUT_NOISE_STUDENT: rng.standard_normal((args.batch, 1, tile, tile), dtype=np.float32),
-    }
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for s in sessions.values():
-        s.run(None, feed)
-    for _ in range(args.repeats):
-        for name, s in sessions.items():
-            started = time.perf_counter()
-            s.run(None, feed)
-            times[name].append(time.perf_counter() - started)
+    times = time_interleaved(sessions, random_feed(args.batch, tile), args.repeats)
     base = statistics.median(times[next(iter(times))])
     results = {}
     print(f"{args.graph.name}, batch {args.batch} of {tile}x{tile}, median of {args.repeats}:")

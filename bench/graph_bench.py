@@ -3,7 +3,7 @@
     .venv/bin/python bench/graph_bench.py OLD-t128.onnx models/default/rsd-tiny-x4-t128.onnx --repeats 4
 
 Each graph gets a session as service/backends/onnxruntime.py makes it (2 threads unless --threads); after
-one untimed run each, the timed runs take turns, so a change in machine load hits every graph alike.
+two untimed runs each, the timed runs take turns, so a change in machine load hits every graph alike.
 Inputs are a seeded random LR batch and noise: the arithmetic does not depend on the values. Speedups are
 against the first graph.
 """
@@ -36,8 +36,10 @@ def random_feed(batch: int, tile: int) -> dict[str, np.ndarray]:
 
 
 def time_interleaved(sessions: Mapping, feed: dict[str, np.ndarray], repeats: int) -> dict:
-    """Seconds of each session's runs: one untimed run each, then `repeats` rounds taking turns."""
+    """Seconds of each session's runs: two untimed runs each (a shape's first runs allocate its memory),
+    then `repeats` rounds taking turns."""
     for s in sessions.values():
+        s.run(None, feed)
         s.run(None, feed)
     times = {key: [] for key in sessions}
     for _ in range(repeats):

@@ -8,7 +8,8 @@ sizes start-up and session creation weigh as much as the model.
 
 * rsd: the real console script on each --model (default: the embedded model), twice a round:
   right after its ORT session cache is cleared (`cold cache`: the first start on a machine) and with the
-  cache filled (`cached`: every later start).
+  cache filled (`cached`: every later start). Each model has its own cache folder, so clearing one
+  model's cache leaves the others' filled.
 * peer: bench/rrdbnet_peer.py, RRDBNet 64/23/32 (bench/rrdbnet_bench.py, random weights) with tile_pad 10
   at each of --peer-tiles (a tile as large as the input runs it whole); its best tile size counts.
 
@@ -52,6 +53,8 @@ class Variant:
     label: str
     command: list[str]
     output: Path
+    model: str = ""  # rsd: the model's key in the results
+    cache_dir: Path | None = None  # rsd: its ORT session cache
     clear_cache: bool = False
     runs: list[float] = field(default_factory=list)
 
@@ -87,10 +90,12 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
-def run_once(variant: Variant, env: dict[str, str], cpus: set[int], cache_dir: Path, size: int) -> float:
+def run_once(variant: Variant, env: dict[str, str], cpus: set[int], size: int) -> float:
     """Seconds from start to exit; checks the process wrote a 4x image."""
-    if variant.clear_cache:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    if variant.cache_dir is not None:
+        if variant.clear_cache:
+            shutil.rmtree(variant.cache_dir, ignore_errors=True)
+        env = env | {"RSD_CACHE_DIR": str(variant.cache_dir)}
     variant.output.unlink(missing_ok=True)
     started = time.perf_counter()
     done = subprocess.run(
@@ -118,9 +123,10 @@ def variants_for(
                "--model", str(model)]  # fmt: skip
         rsd_out = work / "rsd" / f"{src.stem}.png"
         prefix = f"{model.name}, " if len(models) > 1 else ""
+        cache = work / "rsd-cache" / model.name
         found += [
-            Variant("rsd", f"{prefix}cold cache", rsd, rsd_out, clear_cache=True),
-            Variant("rsd", f"{prefix}cached", rsd, rsd_out),
+            Variant("rsd", f"{prefix}cold cache", rsd, rsd_out, model.name, cache, clear_cache=True),
+            Variant("rsd", f"{prefix}cached", rsd, rsd_out, model.name, cache),
         ]
     for tile in sorted({t if t < size else 0 for t in peer_tiles}, key=lambda t: t or size):
         out = work / f"peer-{size}-{tile}.png"
@@ -167,14 +173,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     models = args.model or [DEFAULT_MODEL_PATH]
+    if len({m.name for m in models}) < len(models):
+        parser.error("the results are keyed by model file name: give the models distinct names")
     cpus = set(args.cpus or os.sched_getaffinity(0))
     photo = args.photo or first_photo()
     load_before = [round(x, 2) for x in os.getloadavg()]
 
     with tempfile.TemporaryDirectory(prefix="process-bench-") as tmp:
         work = Path(tmp)
-        cache_dir = work / "rsd-cache"
-        env = os.environ | {"RSD_CACHE_DIR": str(cache_dir), "RSD_THREADS": str(args.threads)}
+        env = os.environ | {"RSD_THREADS": str(args.threads)}
         rrdbnet = work / "rrdbnet.onnx"
         params = export_rrdbnet(rrdbnet, min(args.sizes), dynamic=True)
         by_size = {}
@@ -185,12 +192,12 @@ def main() -> None:
         first = by_size[min(args.sizes)]
         # every rsd model (which fills the cache) and the peer, untimed
         for warm_up in [v for v in first if v.program == "rsd" and not v.clear_cache] + [first[-1]]:
-            run_once(warm_up, env, cpus, cache_dir, min(args.sizes))
+            run_once(warm_up, env, cpus, min(args.sizes))
         for round_ in range(args.repeats):
             for size, variants in by_size.items():
                 shift = round_ % len(variants)
                 for variant in variants[shift:] + variants[:shift]:
-                    variant.runs.append(run_once(variant, env, cpus, cache_dir, size))
+                    variant.runs.append(run_once(variant, env, cpus, size))
                     print(f"{size} {variant.program} {variant.label}: {variant.runs[-1]:.2f} s", flush=True)
 
     results = {}
@@ -198,8 +205,9 @@ def main() -> None:
         peer = {v.label: v.summary() for v in variants if v.program == "peer"}
         best = min(peer, key=lambda label: peer[label]["median"])
         by_model = {}
-        for i, model in enumerate(models):
-            cold, cached = [v.summary() for v in variants if v.program == "rsd"][2 * i : 2 * i + 2]
+        for model in models:
+            mine = [v for v in variants if v.model == model.name]
+            cold, cached = (next(v.summary() for v in mine if v.clear_cache == c) for c in (True, False))
             by_model[model.name] = {
                 "cold cache": cold,
                 "cached": cached,

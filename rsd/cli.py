@@ -125,7 +125,7 @@ def upscale(
     """Upscale files with the same tiler and backends as the service; unreadable files are skipped."""
     from service.backends import BackendError, load_backend
     from service.errors import ServiceError
-    from service.offline import upscale_file
+    from service.offline import first_graph_size, upscale_file
     from service.settings import DEFAULT_MODEL_PATH, Settings
 
     suffix = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}.get(fmt)
@@ -138,15 +138,17 @@ def upscale(
         "torch" if path.is_dir() else "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
     )
     settings = Settings(model_path=path, backend=backend_name)
+    files = _collect_inputs(inputs)
+    # a photo needs one or two of a set's graphs: load the first photo's largest first, the rest on demand
+    first_tile = None if not files or tile else first_graph_size(path, files[0][0], settings.tile_overlap)
     try:
-        backend = load_backend(settings, lazy=True)  # a photo needs one or two of a set's graphs
+        backend = load_backend(settings, lazy=True, first_tile=first_tile)
     except BackendError as exc:
         typer.echo(f"rsd upscale: {exc}", err=True)
         raise typer.Exit(2) from exc
     if tile is not None and backend.info.tile_size != tile:
         typer.echo(f"rsd upscale: {path} runs {backend.info.tile_size}px tiles, not {tile}", err=True)
         raise typer.Exit(2)
-    files = _collect_inputs(inputs)
     failed = 0
     with typer.progressbar(files, label="upscaling", file=sys.stderr) as progress:
         for src, rel in progress:

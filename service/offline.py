@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+from PIL import Image
+
+from rsd.contract import read_set
 from service.backends import Backend
 from service.imageio import OutputFormat, compose, decode, encode, open_image
-from service.tiling import upscale_tiled
+from service.tiling import plan_tiles, upscale_tiled
 
 SUFFIX_FORMAT: dict[str, OutputFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -64,3 +67,18 @@ def upscale_file(
         max_batch=max_batch,
     )
     dst.write_bytes(data)
+
+
+def first_graph_size(model: Path, photo: Path, overlap: int) -> int | None:
+    """The largest tile size in the layout of `photo` when `model` is a set of graphs (a .json manifest),
+    so that a lazy set loads the graph the photo needs first; None when that cannot be told (the backend's
+    loading and the photo's decoding then report what is wrong)."""
+    if model.suffix != ".json":
+        return None
+    try:
+        _, graphs = read_set(model)
+        with Image.open(photo) as image:
+            width, height = image.size
+        return max(plan_tiles(height, width, graphs, overlap).counts())
+    except (OSError, ValueError, KeyError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None

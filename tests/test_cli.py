@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from rsd.cli import app
 from rsd.contract import write_set
+from service.offline import first_graph_size
 from tests.onnx_fixture import build_fixture_model
 
 runner = CliRunner()
@@ -65,6 +66,17 @@ def test_upscale_runs_a_model_set_or_the_graph_of_one_size_from_it(tmp_path):
         assert Image.open(tmp_path / out / "a.png").size == (280, 160)
     result = runner.invoke(app, ["upscale", str(src), "--model", str(manifest), "--tile", "64"])
     assert result.exit_code == 2 and "set-t64.onnx" in result.output
+
+
+def test_upscale_picks_the_graph_of_its_first_photos_largest_tile_to_load_first(tmp_path):
+    """A 30x30 photo is one tile of 32: `rsd upscale` loads that graph first, not the set's tile_size 16."""
+    graphs = {tile: build_fixture_model(tmp_path / f"set-t{tile}.onnx", tile=tile) for tile in (16, 32)}
+    manifest = write_set(tmp_path / "set.json", 16, graphs)
+    Image.fromarray(np.full((30, 30, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert first_graph_size(manifest, tmp_path / "a.png", overlap=8) == 32
+    assert first_graph_size(manifest, tmp_path / "broken.png", overlap=8) is None  # decoding reports it
+    assert first_graph_size(graphs[16], tmp_path / "a.png", overlap=8) is None  # one graph: nothing to pick
 
 
 def test_upscale_without_a_model_file_exits_2_with_one_line(tmp_path):

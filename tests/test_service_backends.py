@@ -99,6 +99,18 @@ def test_a_lazy_model_set_loads_a_graph_on_its_first_batch(tmp_path):
     assert set(load_backend(Settings(model_path=manifest, threads=1)).members) == {8, 16, 32}
 
 
+def test_a_lazy_model_set_can_load_the_graph_its_first_photo_needs_first(tmp_path):
+    """`rsd upscale` of a photo that is one tile of 32 loads one graph, not also the set's tile_size graph."""
+    for tile in (8, 32):
+        build_fixture_model(tmp_path / f"m-t{tile}.onnx", tile=tile)
+    manifest = write_set(tmp_path, {8: "m-t8.onnx", 32: "m-t32.onnx"}, 8)
+    backend = load_backend(Settings(model_path=manifest, threads=1), lazy=True, first_tile=32)
+    assert set(backend.members) == {32}
+    assert (backend.info.tile_size, backend.info.tile_sizes) == (8, (8, 32))  # the set's unit, not 32
+    with pytest.raises(BackendError, match="first graph 16 is none of its graphs"):
+        load_backend(Settings(model_path=manifest, threads=1), lazy=True, first_tile=16)
+
+
 @pytest.mark.parametrize(
     ("graphs", "tile_size", "message"),
     [

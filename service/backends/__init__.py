@@ -13,10 +13,10 @@ if TYPE_CHECKING:  # a backend alone (bench/gpu_bench.py) needs no pydantic
 __all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
 
 
-def load_backend(settings: Settings, *, lazy: bool = False) -> Backend:
+def load_backend(settings: Settings, *, lazy: bool = False, first_tile: int | None = None) -> Backend:
     """The backend named by `settings.backend`, loaded from `settings.model_path`: one graph, or a set of
     graphs for several tile sizes (a .json manifest, service/backends/model_set.py) whose graphs load on
-    first use when `lazy`."""
+    first use when `lazy`, the `first_tile` size's first."""
     path = settings.model_path
     if not path.exists():
         raise BackendError(f"model not found at {path} (set RSD_MODEL_PATH)")
@@ -25,7 +25,7 @@ def load_backend(settings: Settings, *, lazy: bool = False) -> Backend:
             raise BackendError("the torch backend loads a model directory, not a set of graphs")
         from service.backends.model_set import ModelSet
 
-        return ModelSet.load(path, lambda graph: _load_graph(settings, graph), lazy=lazy)
+        return ModelSet.load(path, lambda graph: _load_graph(settings, graph), lazy=lazy, first=first_tile)
     return _load_graph(settings, path)
 
 

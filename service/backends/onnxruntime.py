@@ -18,15 +18,20 @@ def session_options(
     threads: int = 0,
     spinning: bool = False,
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    mem_pattern: bool = False,
 ) -> ort.SessionOptions:
     """The service's session settings (bench/ort_options_bench.py varies them one at a time): `threads`
     intra-op threads (0 = one per core), one batch at a time, no spinning (spinning threads would steal the
-    cores that decode/encode need between batches), every graph optimisation."""
+    cores that decode/encode need between batches), every graph optimisation, and no memory pattern: ORT's
+    pattern planner (its default) allocates a second, pre-planned block on a shape's second run, so that run
+    is slower than the first and the peak memory grows by a third, for no gain in later runs
+    (bench/first_run_bench.py)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = level
+    options.enable_mem_pattern = mem_pattern
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 

@@ -8,8 +8,8 @@ sizes start-up and session creation weigh as much as the model.
 
 * rsd: the real console script on each --model (default: the embedded model), twice a round:
   right after its ORT session cache is cleared (`cold cache`: the first start on a machine) and with the
-  cache filled (`cached`: every later start). Each model has its own cache folder, so clearing one
-  model's cache leaves the others' filled.
+  cache filled (`cached`: every later start). Each model and input size has its own cache folder,
+  so that clearing one leaves the others filled.
 * peer: bench/rrdbnet_peer.py, RRDBNet 64/23/32 (bench/rrdbnet_bench.py, random weights) with tile_pad 10
   at each of --peer-tiles (a tile as large as the input runs it whole); its best tile size counts.
 
@@ -123,7 +123,7 @@ def variants_for(
                "--model", str(model)]  # fmt: skip
         rsd_out = work / "rsd" / f"{src.stem}.png"
         prefix = f"{model.name}, " if len(models) > 1 else ""
-        cache = work / "rsd-cache" / model.name
+        cache = work / "rsd-cache" / f"{model.name}-{size}"
         found += [
             Variant("rsd", f"{prefix}cold cache", rsd, rsd_out, model.name, cache, clear_cache=True),
             Variant("rsd", f"{prefix}cached", rsd, rsd_out, model.name, cache),

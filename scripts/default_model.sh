@@ -13,10 +13,13 @@ python scripts/demo_data.py --more-out data/more --holdout-out data/holdout
   rsd data make-val --src data/demo/val --out data/demo/val-realesrgan --mode realesrgan --seed 0 --overwrite
 
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
-# The committed teacher: a 2000-step cosine, resumed on a 3500-step one, then on the config's 5000-step one.
-for steps in 2000 3500 5000; do
+# The teacher: a 2000-step cosine, resumed on a 3500-step one, then on the config's 5000-step one (only its
+# fine-tune below is committed, so a clone that has that skips these: the 5000-step model is in the history).
+[ -f runs/tiny-x4/teacher-mix/model/config.json ] || for steps in 2000 3500 5000; do
   nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.steps=$steps run.progress=false
 done
+# ... then fine-tuned on the LR mixture (clean, mild, realesrgan) that the student and the decoder train on.
+nice rsd train teacher --config configs/tiny-x4/teacher-mix.yaml run.progress=false
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
 nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
@@ -24,7 +27,7 @@ nice rsd train light --config configs/tiny-x4/light.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
 out_dir() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['out_dir'])" "$1"; }
-TEACHER=$(out_dir configs/tiny-x4/teacher.yaml)/model
+TEACHER=$(out_dir configs/tiny-x4/teacher-mix.yaml)/model
 STUDENT=$(out_dir configs/tiny-x4/distill.yaml)/model
 DECODER=$(out_dir configs/tiny-x4/decoder.yaml)/model
 LIGHT=$(out_dir configs/tiny-x4/light.yaml)/model
@@ -44,6 +47,9 @@ c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_f
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.json --tile 128 --extra-tile 64 \
   --extra-tile 96 --extra-tile 192 --extra-tile 256 --name rsd-tiny-x4 --precision int8 \
   --calibration data/demo/train
+# The fp32 graph of 128 tiles: what the gpu image builds its TensorRT engine from (Dockerfile).
+rsd export onnx models/default/student --out models/default/rsd-tiny-x4-fp32.json --tile 128 --extra-tile 128 \
+  --name rsd-tiny-x4
 # Scored in every LR mode on the 8 validation photos (their realesrgan pairs are data/demo/val-realesrgan's).
 rsd eval data/demo/val --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
   --student models/default/student --onnx models/default/rsd-tiny-x4.json --json models/default/eval.json

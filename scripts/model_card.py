@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = {
     "autoencoder": ("configs/tiny-x4/autoencoder.yaml", "rsd train autoencoder"),
     "teacher": ("configs/tiny-x4/teacher.yaml", "rsd train teacher"),
+    "teacher-mix": ("configs/tiny-x4/teacher-mix.yaml", "rsd train teacher"),
     "distill": ("configs/tiny-x4/distill.yaml", "rsd train distill"),
     "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
     "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),

@@ -34,7 +34,7 @@ class DecoderLossConfig:
 
 @dataclass
 class DecoderTrainConfig:
-    student: str = "runs/tiny-x4/distill-pix20/model"  # its UNet makes the latents (frozen)
+    student: str = "runs/tiny-x4/distill-tmix-fid10/model"  # its UNet makes the latents (frozen)
     autoencoder: str = "runs/tiny-x4/autoencoder-slim/model"  # the one to fine-tune; same latent space
     decode_quantized: bool = False
     lr_mode: str | dict[str, float] = "realesrgan"

@@ -315,10 +315,29 @@ def finish(model: onnx.ModelProto, metadata: Mapping[str, str], tile: int) -> on
     set_metadata(model, metadata)
     model.doc_string = "rsd fused x4 upscaler: lq, noise_prior, noise_student -> sr (see rsd/contract.py)"
     store_exact_fp16(model)
+    shorten_value_names(model)
     problems = check_graph(model, tile)
     if problems:
         raise ExportError("exported graph fails its checks: " + "; ".join(problems))
     return model
+
+
+def shorten_value_names(model: onnx.ModelProto) -> None:
+    """Rename the graph's intermediate values `v0`, `v1`, ...: the exporter names each after its module path
+    and op, which made up more than a third of a graph file's bytes. Node names keep the module paths, which
+    is what profiles show; inputs, outputs and weights keep their names. The intermediate shape annotations
+    go too."""
+    graph = model.graph
+    keep = {v.name for v in (*graph.input, *graph.output)} | {t.name for t in graph.initializer}
+    taken = keep | {name for node in graph.node for name in (*node.input, *node.output)}
+    fresh = (f"v{i}" for i in itertools.count() if f"v{i}" not in taken)
+    # all outputs first: converters append nodes out of topological order (the fp16 one its Casts)
+    produced = [name for node in graph.node for name in node.output if name and name not in keep]
+    names = {name: next(fresh) for name in dict.fromkeys(produced)}
+    for node in graph.node:
+        node.input[:] = [names.get(name, name) for name in node.input]
+        node.output[:] = [names.get(name, name) for name in node.output]
+    del graph.value_info[:]  # intermediate shapes: ONNX Runtime and check_graph infer them again
 
 
 def write(model: onnx.ModelProto, out: Path) -> Path:

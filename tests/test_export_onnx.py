@@ -436,3 +436,20 @@ def test_tiles_of_a_real_photo_blend_without_seams_into_what_one_tile_gives(grap
     inner = np.zeros_like(overlaps)
     inner[32:-32, 32:-32] = True  # away from the border, where one tile pads and the other reflects
     assert error[overlaps & inner].mean() < 1.25 * error[~overlaps & inner].mean()  # measured 0.96
+
+
+def test_value_names_are_shortened_even_for_nodes_out_of_order():
+    """The fp16 converter appends its Casts after their consumers: every reference is still renamed."""
+    from onnx import TensorProto, helper
+
+    from model_export.onnx_export import shorten_value_names
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    consumer = helper.make_node("Relu", ["/long/module/path/cast_output_0"], ["y"], name="relu")
+    producer = helper.make_node("Identity", ["x"], ["/long/module/path/cast_output_0"], name="cast")
+    model = helper.make_model(helper.make_graph([consumer, producer], "g", [x], [y]))
+    shorten_value_names(model)
+    consumer, producer = model.graph.node
+    assert consumer.input[0] == producer.output[0] == "v0"
+    assert [n.name for n in model.graph.node] == ["relu", "cast"]  # node names are kept

@@ -45,7 +45,8 @@ class LightLossConfig:
 @dataclass
 class LightTrainConfig:
     student: str = "runs/tiny-x4/distill-tmix-fid10/model"  # its UNet makes the latents (frozen)
-    autoencoder: str = "runs/tiny-x4/decoder-tmix-fid10/model"  # the fitted VQ autoencoder: its encoder is the target
+    # the fitted VQ autoencoder: its encoder is the target
+    autoencoder: str = "runs/tiny-x4/decoder-tmix-fid10/model"
     model: dict = field(default_factory=dict)  # LightConfig fields; {} = its defaults
     lr_mode: str | dict[str, float] = "realesrgan"
     degradation: dict = field(default_factory=dict)

@@ -23,8 +23,8 @@ def session_options(
     """The service's session settings (bench/ort_options_bench.py varies them one at a time): `threads`
     intra-op threads (0 = one per core), one batch at a time, no spinning (spinning threads would steal the
     cores that decode/encode need between batches), every graph optimisation, and no memory pattern: ORT's
-    pattern planner (its default) allocates a second, pre-planned block on a shape's second run, so that run
-    is slower than the first and the peak memory grows by a third, for no gain in later runs
+    pattern planner (its default) allocates a second, pre-planned block on a shape's second run, which
+    makes that run slower and the peak memory 40% higher, for no gain in later runs
     (bench/first_run_bench.py)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -58,7 +58,7 @@ class DistillLossConfig:
 
 @dataclass
 class DistillTrainConfig:
-    teacher: str = "runs/tiny-x4/teacher-5000/model"  # model dir: teacher UNet, autoencoder, schedule
+    teacher: str = "runs/tiny-x4/teacher-mix/model"  # model dir: teacher UNet, autoencoder, schedule
     noise_channels: int = 1
     fake_updates: int = 5  # K
     multistep: int = 4  # N

@@ -6,6 +6,7 @@ torch backend and validation compute the same thing:
     lq (B,3,t,t) [0,1] -> 2x-1 -> bicubic x4 -> VQ encoder -> z_y (B,3,t,t)
       -> x_T = z_y + kappa sqrt(eta_T) noise_prior -> scale -> one student step at t = T
       -> z_0 (B,3,t,t) -> quantize (unless decode_quantized=False) -> VQ decoder -> clamp -> (x+1)/2
+      -> LR corrector with lq, if the model directory has one (training/models/corrector.py)
       -> sr (B,3,4t,4t) [0,1]
 """
 
@@ -58,11 +59,20 @@ class FusedUpscaler(nn.Module):
         sr = (sr + 1) / 2
         return sr.to(dtype) if low else sr
 
+    def correct(self, sr: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """sr (B,3,4t,4t) corrected towards lq (B,3,t,t) in fp32, if the model has an LR corrector."""
+        if self.pipeline.corrector is None:
+            return sr
+        if sr.dtype == torch.float32:
+            return self.pipeline.correct(sr, lq)
+        return self.pipeline.correct(sr.float(), lq.float()).to(sr.dtype)
+
     def forward(
         self, lq: torch.Tensor, noise_prior: torch.Tensor, noise_student: torch.Tensor
     ) -> torch.Tensor:
-        """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation."""
-        return self.decode(self.latent(lq, noise_prior, noise_student), lq.dtype)
+        """Computes in the inputs' dtype: fp32 exactly, fp16/bf16 under autocast with fp32 quantisation
+        and correction."""
+        return self.correct(self.decode(self.latent(lq, noise_prior, noise_student), lq.dtype), lq)
 
 
 def _autocast(x: torch.Tensor) -> torch.autocast:
@@ -73,7 +83,7 @@ def _autocast(x: torch.Tensor) -> torch.autocast:
 def build_fused(bundle: ModelBundle) -> FusedUpscaler:
     if bundle.unet is None or bundle.autoencoder is None:
         raise ValueError("a model directory for export needs both a unet and an autoencoder")
-    pipeline = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule)
+    pipeline = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule, bundle.corrector)
     return FusedUpscaler(pipeline).eval().requires_grad_(False)
 
 

@@ -142,9 +142,10 @@ def compare(
         }
         sr_o, *debug = session.run(outputs, feed)
         sr_o = torch.from_numpy(sr_o)
+        lq_t = torch.from_numpy(lq[part])
         with torch.no_grad():
             z_t = module.latent(*(torch.from_numpy(a) for a in feed.values()))
-            sr_t = module.decode(z_t)  # module(...) == decode(latent(...))
+            sr_t = module.correct(module.decode(z_t), lq_t)  # module(...) == correct(decode(latent(...)))
         diffs["sr"].append((sr_o - sr_t).abs().flatten())
         if not quantized:
             continue
@@ -155,7 +156,7 @@ def compare(
         with torch.no_grad():
             idx_t = ae.codebook_indices(z_t)
             z_q = ae.quantize.embedding(idx_o).permute(0, 3, 1, 2)  # (B,3,t,t) the codes the graph picked
-            sr_same = (ae.decode(z_q, force_not_quantize=True).clamp(-1, 1) + 1) / 2
+            sr_same = module.correct((ae.decode(z_q, force_not_quantize=True).clamp(-1, 1) + 1) / 2, lq_t)
             index_equal += int((idx_o == idx_t).sum())
             quantizer_equal += int((idx_o == ae.codebook_indices(z_o)).sum())
         diffs["latent"].append((z_o - z_t).abs().flatten())

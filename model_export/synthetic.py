@@ -10,19 +10,24 @@ from torch import nn
 
 from training.checkpoint import save_model_dir
 from training.diffusion import ScheduleConfig
-from training.models import build_autoencoder, build_student, build_unet
+from training.models import CorrectorConfig, LRCorrector, build_autoencoder, build_student, build_unet
 from training.presets import load_preset
 
 
 @torch.no_grad()
 def write_random_model_dir(
-    path: str | Path, preset: str = "tiny-x4", *, student: bool = True, seed: int = 0
+    path: str | Path,
+    preset: str = "tiny-x4",
+    *,
+    student: bool = True,
+    seed: int = 0,
+    corrector: CorrectorConfig | None = None,
 ) -> Path:
-    """A model directory with seeded random weights.
+    """A model directory with seeded random weights (and an LR corrector of that config, if given).
 
     Tensors the constructors zero on purpose (ResBlock output convs, the student's noise slice, the
-    resample_skip convs) get small random values, so that every branch, the student noise included,
-    reaches the output.
+    resample_skip convs, the corrector's output conv) get small random values, so that every branch, the
+    student noise included, reaches the output.
     """
     spec = load_preset(preset)
     torch.manual_seed(seed)
@@ -33,7 +38,8 @@ def write_random_model_dir(
         unet_kwargs["noise_channels"] = unet.noise_channels
         first = unet.input_blocks[0][0]
         nn.init.normal_(first.weight[:, -unet.noise_channels :], std=0.02)  # the zeroed noise slice
-    for module in (unet, autoencoder):
+    lr_corrector = LRCorrector(corrector) if corrector is not None else None
+    for module in (unet, autoencoder, lr_corrector or nn.Identity()):
         for parameter in module.parameters():
             if not parameter.any():
                 nn.init.normal_(parameter, std=0.02)
@@ -44,6 +50,7 @@ def write_random_model_dir(
         autoencoder=autoencoder,
         autoencoder_kwargs=spec["autoencoder"],
         schedule=ScheduleConfig(**spec["diffusion"]),
+        corrector=lr_corrector,
         meta={
             "stage": "student" if student else "teacher",
             "preset": preset,

@@ -78,6 +78,14 @@ def train_light(config: ConfigOption = None, overrides: Overrides = None) -> Non
     _fit(LightTrainer, LightTrainConfig, config, overrides)
 
 
+@train_app.command("corrector")
+def train_corrector(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Fit the LR corrector behind a frozen servable model directory (one process)."""
+    from training.train_corrector import CorrectorTrainConfig, CorrectorTrainer
+
+    _fit(CorrectorTrainer, CorrectorTrainConfig, config, overrides)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides RSD_HOST.")] = None,

@@ -26,24 +26,33 @@ nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
 nice rsd train light --config configs/tiny-x4/light.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
-out_dir() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['run']['out_dir'])" "$1"; }
-TEACHER=$(out_dir configs/tiny-x4/teacher-mix.yaml)/model
-STUDENT=$(out_dir configs/tiny-x4/distill.yaml)/model
-DECODER=$(out_dir configs/tiny-x4/decoder.yaml)/model
-LIGHT=$(out_dir configs/tiny-x4/light.yaml)/model
+config_key() { python -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))
+for key in sys.argv[2].split('.'): c = c[key]
+print(c)" "$1" "$2"; }
+TEACHER=$(config_key configs/tiny-x4/teacher-mix.yaml run.out_dir)/model
+STUDENT=$(config_key configs/tiny-x4/distill.yaml run.out_dir)/model
+DECODER=$(config_key configs/tiny-x4/decoder.yaml run.out_dir)/model
+LIGHT=$(config_key configs/tiny-x4/light.yaml run.out_dir)/model
+BASE=$(config_key configs/tiny-x4/corrector.yaml model)
+CORRECTOR=$(config_key configs/tiny-x4/corrector.yaml run.out_dir)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
 # student's unquantised latents, behind the light stage's LR encoder (as good as the VQ encoder at a
-# fraction of its cost; the light decoder is not, so it is left out: docs/distillation.md). Its graphs take
+# fraction of its cost; the light decoder is not, so it is left out: docs/distillation.md) ...
+rm -rf "$BASE"
+python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
+c(sys.argv[1], sys.argv[4], unet_dtype=torch.float16, autoencoder_from=sys.argv[2], lr_encoder_from=sys.argv[3])
+" "$STUDENT" "$DECODER" "$LIGHT" "$BASE"
+# ... with the LR corrector fitted behind that (docs/distillation.md, "The LR corrector"). Its graphs take
 # LR tiles of 64 to 256 pixels, which the service picks per image (without the attention a tile's cost is
 # linear in its area), run their convolutions in int8, calibrated on the training photos, and read the
 # student's safetensors for the rest (README, Performance).
+nice rsd train corrector --config configs/tiny-x4/corrector.yaml run.progress=false
 mkdir -p models/default
 rm -rf models/default/student
-python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
-c(sys.argv[1], 'models/default/student', unet_dtype=torch.float16, autoencoder_from=sys.argv[2],
-  lr_encoder_from=sys.argv[3])" "$STUDENT" "$DECODER" "$LIGHT"
+python -c "import sys; from training.checkpoint import copy_model_dir as c
+c(sys.argv[1], 'models/default/student', corrector_from=sys.argv[2])" "$BASE" "$CORRECTOR"
 rsd export onnx models/default/student --out models/default/rsd-tiny-x4.json --tile 128 --extra-tile 64 \
   --extra-tile 96 --extra-tile 192 --extra-tile 256 --name rsd-tiny-x4 --precision int8 \
   --calibration data/demo/train
@@ -52,5 +61,6 @@ rsd export onnx models/default/student --out models/default/rsd-tiny-x4-fp32.jso
   --name rsd-tiny-x4
 # Scored in every LR mode on the 8 validation photos (their realesrgan pairs are data/demo/val-realesrgan's).
 rsd eval data/demo/val --mode clean,mild,realesrgan --teacher "$TEACHER" --student "$STUDENT" \
-  --student models/default/student --onnx models/default/rsd-tiny-x4.json --json models/default/eval.json
+  --student "$BASE" --student models/default/student --onnx models/default/rsd-tiny-x4.json \
+  --json models/default/eval.json
 python scripts/model_card.py models/default

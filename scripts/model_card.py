@@ -27,6 +27,7 @@ STAGES = {
     "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
     "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),
     "light": ("configs/tiny-x4/light.yaml", "rsd train light"),
+    "corrector": ("configs/tiny-x4/corrector.yaml", "rsd train corrector"),
 }
 
 

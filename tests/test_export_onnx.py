@@ -28,6 +28,7 @@ from service.settings import Settings
 from service.tiling import plan_tiles, upscale_tiled
 from tests.onnx_fixture import build_fixture_model
 from training.checkpoint import copy_model_dir, load_model_dir
+from training.models import CorrectorConfig
 
 TILE = 32  # the tiny preset's size multiple: the fastest export
 BATCH = 2  # torch batch everywhere: the trace runs at 2 too, so oneDNN sets up one set of shapes
@@ -305,9 +306,13 @@ def test_check_graph_finds_what_tensorrt_or_the_service_would_reject(tmp_path):
 
 @pytest.fixture(scope="module")
 def unquantized_dir(student_dir, tmp_path_factory):
-    """The random student decoding its latent without the codebook lookup, as the embedded default does."""
+    """The random student decoding its latent without the codebook lookup and with an LR corrector, as the
+    embedded default does."""
+    corrector = write_random_model_dir(
+        tmp_path_factory.mktemp("corrector") / "model", "tiny-x4", seed=2, corrector=CorrectorConfig()
+    )
     model = tmp_path_factory.mktemp("unquantized") / "model"
-    copy_model_dir(student_dir, model)
+    copy_model_dir(student_dir, model, corrector_from=corrector)
     config = json.loads((model / "config.json").read_text())
     config["components"]["autoencoder"]["kwargs"]["decode_quantized"] = False
     (model / "config.json").write_text(json.dumps(config))
@@ -318,7 +323,7 @@ def test_a_model_that_decodes_its_continuous_latent_exports_without_a_codebook_s
     unquantized_dir, tmp_path
 ):
     """decode_quantized=False (rsd train decoder): the pipeline, the fused module and both graphs decode the
-    latent as it is, with no codebook lookup."""
+    latent as it is, with no codebook lookup (and all of them apply the LR corrector)."""
     fused_plain = build_fused(load_model_dir(unquantized_dir))
     ae = fused_plain.pipeline.autoencoder
     z = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -453,3 +453,39 @@ def test_light_stage_fits_the_encoder_and_exports_a_servable_light_autoencoder(
     lq = torch.rand(1, 3, 32, 32)
     sr = build_fused(served)(lq, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
     assert sr.shape == (1, 3, 128, 128) and sr.min() >= 0 and sr.max() <= 1
+
+
+def test_corrector_stage_learns_off_back_projection_and_exports_a_component_the_model_serves(
+    workspace, teacher_dir, tmp_path
+):
+    from model_export.fused import build_fused
+    from training.checkpoint import copy_model_dir
+    from training.train_corrector import CorrectorTrainConfig, CorrectorTrainer
+
+    overrides = [
+        *common_overrides(workspace, "corrector"),
+        f"model={teacher_dir}",
+        "corrector.width=8",
+        "corrector.blocks=1",
+        "data.crop_sizes=[32]",
+        "run.steps=3",
+        "run.val_every=3",
+    ]
+    cfg = load_config(CorrectorTrainConfig, REPO / "configs/tiny-x4/corrector.yaml", overrides)
+    metrics = CorrectorTrainer(cfg, cfg.run).fit()
+    assert {"student_psnr_y", "psnr_gain_db"} <= set(metrics)
+    out = workspace / "corrector" / "model"
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["components"]) == {"corrector"} and config["meta"]["stage"] == "corrector"
+    corrector = load_model_dir(out).corrector
+    assert corrector.net[-1].weight.abs().sum() > 0  # it trained off the plain back-projection
+    served = load_model_dir(copy_model_dir(teacher_dir, tmp_path / "served", corrector_from=out))
+    lq = torch.rand(1, 3, 32, 32)
+    fused = build_fused(served)
+    with torch.no_grad():
+        sr = fused(lq, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))
+        raw = fused.decode(fused.latent(lq, torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32)))
+    torch.testing.assert_close(sr, corrector(raw, lq))
+    with pytest.raises(ValueError, match="has a corrector already"):
+        served_cfg = load_config(CorrectorTrainConfig, None, [*overrides, f"model={tmp_path / 'served'}"])
+        CorrectorTrainer(served_cfg, served_cfg.run)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from training.diffusion import ResShiftSchedule, ScheduleConfig
-from training.models import build_autoencoder, build_unet
+from training.models import build_autoencoder, build_corrector, build_unet
 from training.models.light_autoencoder import ARCHITECTURE as LIGHT
 from training.models.light_autoencoder import LIGHT_ENCODER_VQ
 
@@ -101,6 +101,7 @@ class ModelBundle:
     autoencoder: nn.Module | None
     schedule: ResShiftSchedule
     config: dict = field(default_factory=dict)
+    corrector: nn.Module | None = None  # the output's LR corrector (training/models/corrector.py)
 
     @property
     def noise_channels(self) -> int:
@@ -116,14 +117,17 @@ def save_model_dir(
     autoencoder_kwargs: dict | None,
     schedule: ScheduleConfig,
     meta: dict | None = None,
+    corrector: nn.Module | None = None,
 ) -> Path:
-    """Write networks as safetensors plus a config.json that fully describes how to rebuild them."""
+    """Write networks as safetensors plus a config.json that fully describes how to rebuild them. The LR
+    corrector (training/models/corrector.py) stores its own kwargs."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     components = {}
     for name, module, kwargs in (
         ("unet", unet, unet_kwargs),
         ("autoencoder", autoencoder, autoencoder_kwargs),
+        ("corrector", corrector, corrector.kwargs() if corrector is not None else None),
     ):
         if module is None:
             continue
@@ -149,6 +153,7 @@ def copy_model_dir(
     unet_dtype: torch.dtype | None = None,
     autoencoder_from: str | Path | None = None,
     lr_encoder_from: str | Path | None = None,
+    corrector_from: str | Path | None = None,
 ) -> Path:
     """Copy a model directory; with `unet_dtype=torch.float16` the UNet's float tensors are stored in half
     precision, which halves the file. Loading casts them back to fp32, so the copy is a model whose UNet
@@ -156,13 +161,18 @@ def copy_model_dir(
     `autoencoder_from` takes the autoencoder from another model directory instead (one that keeps the
     same latent space: `rsd train autoencoder` with `reference`). `lr_encoder_from` (a light autoencoder's
     model directory, `rsd train light`) puts its LR encoder in front of that VQ autoencoder
-    (training/models/light_autoencoder.py, LightEncoderVQ)."""
+    (training/models/light_autoencoder.py, LightEncoderVQ). `corrector_from` (`rsd train corrector`) adds
+    its LR corrector, which every user of the copy (`rsd eval`, the exported graphs, the service) then
+    applies to the output."""
     src, dst = Path(src), Path(dst)
     config = read_config(src)
     sources = {name: src for name in config["components"]}
     if autoencoder_from is not None:
         sources["autoencoder"] = Path(autoencoder_from)
         config["components"]["autoencoder"] = read_config(autoencoder_from)["components"]["autoencoder"]
+    if corrector_from is not None:
+        sources["corrector"] = Path(corrector_from)
+        config["components"]["corrector"] = read_config(corrector_from)["components"]["corrector"]
     states = {
         name: load_file(str(sources[name] / spec["weights"])) for name, spec in config["components"].items()
     }
@@ -207,8 +217,8 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu") -> Mode
     """Rebuild every network of a model directory and load its weights strictly."""
     path = Path(path)
     config = read_config(path)
-    builders = {"unet": build_unet, "autoencoder": build_autoencoder}
-    modules: dict[str, nn.Module | None] = {"unet": None, "autoencoder": None}
+    builders = {"unet": build_unet, "autoencoder": build_autoencoder, "corrector": build_corrector}
+    modules: dict[str, nn.Module | None] = dict.fromkeys(builders)
     for name, spec in config["components"].items():
         module = builders[name](spec["kwargs"])
         load_state_dict_checked(
@@ -216,4 +226,4 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu") -> Mode
         )
         modules[name] = module.to(device).eval()
     schedule = ResShiftSchedule(ScheduleConfig(**config["diffusion"]))
-    return ModelBundle(modules["unet"], modules["autoencoder"], schedule, config)
+    return ModelBundle(modules["unet"], modules["autoencoder"], schedule, config, modules["corrector"])

@@ -70,7 +70,7 @@ def torch_rows(model_dir: Path, label: str, device: torch.device, seed: int) -> 
     from training.pipeline import SRPipeline
 
     bundle = load_model_dir(model_dir, device)
-    pipe = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule).eval()
+    pipe = SRPipeline(bundle.unet, bundle.autoencoder, bundle.schedule, bundle.corrector).eval()
 
     def runner(steps: str) -> Upscaler:
         def upscale(lr: torch.Tensor, index: int) -> torch.Tensor:

@@ -22,11 +22,19 @@ def lr_multiple(unet: nn.Module) -> int:
 
 
 class SRPipeline(nn.Module):
-    """Teacher or student plus the autoencoder and the schedule."""
+    """Teacher or student plus the autoencoder and the schedule, and the LR corrector of the output
+    (training/models/corrector.py) if the model directory has one."""
 
-    def __init__(self, unet: nn.Module, autoencoder: nn.Module, schedule: ResShiftSchedule):
+    def __init__(
+        self,
+        unet: nn.Module,
+        autoencoder: nn.Module,
+        schedule: ResShiftSchedule,
+        corrector: nn.Module | None = None,
+    ):
         super().__init__()
         self.unet, self.autoencoder, self.schedule = unet, autoencoder, schedule
+        self.corrector = corrector
         self.noise_channels = int(getattr(unet, "noise_channels", 0))
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, noise: torch.Tensor | None = None):
@@ -58,6 +66,10 @@ class SRPipeline(nn.Module):
         student_noise = randn(self.noise_channels) if self.noise_channels else None
         return self.one_step_latent(lq, prior_noise, student_noise)
 
+    def correct(self, sr01: torch.Tensor, lq01: torch.Tensor) -> torch.Tensor:
+        """sr (B,3,4h,4w) and lq (B,3,h,w) in [0, 1] -> sr, corrected if the model has a corrector."""
+        return sr01 if self.corrector is None else self.corrector(sr01, lq01)
+
     @torch.no_grad()
     def upscale(self, lq01: torch.Tensor, generator: torch.Generator, steps: str = "one") -> torch.Tensor:
         """(B,3,h,w) in [0,1] -> (B,3,4h,4w) in [0,1]. steps: "one" (1 NFE) or "full" (T NFE, teacher).
@@ -82,5 +94,5 @@ class SRPipeline(nn.Module):
             z0 = self.schedule.sample(self.denoise, z_y, lq, prior_noise, generator=generator)
         else:
             raise ValueError(f"steps must be 'one' or 'full', got {steps!r}")
-        sr = self.autoencoder.decode(z0).clamp(-1, 1)
-        return ((sr + 1) / 2)[:, :, : h * SCALE, : w * SCALE]
+        sr = self.correct((self.autoencoder.decode(z0).clamp(-1, 1) + 1) / 2, (lq + 1) / 2)
+        return sr[:, :, : h * SCALE, : w * SCALE]

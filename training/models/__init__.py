@@ -3,6 +3,7 @@
 from torch import nn
 
 from training.models.autoencoder import VQModelTorch
+from training.models.corrector import CorrectorConfig, LRCorrector, build_corrector
 from training.models.light_autoencoder import ARCHITECTURE as LIGHT
 from training.models.light_autoencoder import LIGHT_ENCODER_VQ, LightAutoencoder, LightEncoderVQ
 from training.models.unet import UNetModelSwin, build_student, build_unet
@@ -20,11 +21,14 @@ def build_autoencoder(kwargs: dict) -> nn.Module:
 
 
 __all__ = [
+    "CorrectorConfig",
+    "LRCorrector",
     "LightAutoencoder",
     "LightEncoderVQ",
     "UNetModelSwin",
     "VQModelTorch",
     "build_autoencoder",
+    "build_corrector",
     "build_student",
     "build_unet",
 ]

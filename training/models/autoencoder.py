@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.resample import cubic_kernel
+
 # ----------------------------------------------------------------------------------------------------
 # config
 
@@ -274,14 +276,6 @@ class Decoder(nn.Module):
         return h
 
 
-def _cubic(d: np.ndarray, a: float = -0.75) -> np.ndarray:
-    """Keys' cubic convolution kernel at distances d (torch's and OpenCV's a = -0.75)."""
-    d = np.abs(d)
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
-
-
 @functools.lru_cache(maxsize=64)
 def _bicubic_rows(n: int, factor: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(n*factor, n): row i holds the weights torch's bicubic (align_corners=False, taps clamped at the
@@ -290,7 +284,8 @@ def _bicubic_rows(n: int, factor: int, device: torch.device, dtype: torch.dtype)
     left = np.floor(src).astype(np.int64)
     rows = np.zeros((n * factor, n))
     for tap in range(-1, 3):
-        np.add.at(rows, (np.arange(n * factor), np.clip(left + tap, 0, n - 1)), _cubic(src - (left + tap)))
+        taps = np.clip(left + tap, 0, n - 1)
+        np.add.at(rows, (np.arange(n * factor), taps), cubic_kernel(src - (left + tap)))
     return torch.from_numpy(rows).to(device=device, dtype=dtype)
 
 

@@ -4,8 +4,11 @@ on LR tiles cut from training photos.
 ONNX Runtime's QDQ format: each Conv's weights are stored as int8 per output channel and its input as
 uint8 with one scale, read off the calibration tiles (min/max); ONNX Runtime's CPU provider then runs the
 Conv as an integer convolution (VNNI where the CPU has it). Everything else (attention, normalisation,
-the diffusion arithmetic) stays fp32. The graph's inputs and outputs are unchanged, so the service loads it
-like any other graph. The int8 weights are the graph's own: a model set shares them across its tile sizes
+the diffusion arithmetic) stays fp32, and so does every Conv of the LR corrector: its resamplers and its
+network at LR resolution are a small part of a tile's arithmetic, and the residuals it adds are a few
+levels of 8 bits (docs/distillation.md, "The LR corrector"). The graph's inputs and outputs are
+unchanged, so the service loads it like any other graph. The int8 weights are the graph's own: a model
+set shares them across its tile sizes
 in `<set>.weights` (model_export/onnx_export.py, `share_weights`).
 """
 
@@ -21,6 +24,7 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from model_export.onnx_export import CORRECTOR_SCOPE
 from rsd import contract
 from training.data.dataset import crop_hr, load_rgb, scan_images, to_tensor
 from training.data.degradations import make_lr
@@ -68,9 +72,12 @@ def quantize(
         # shape inference and constant folding (the exact-fp16 weights' Casts), so that every Conv weight
         # is an initializer the quantiser can see
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        corrector_nodes = [
+            n.name for n in onnx.load(str(prepared)).graph.node if n.name.startswith(CORRECTOR_SCOPE)
+        ]
         quantize_static(
             str(prepared), str(out), _Reader(calibration_feeds(photos, tile, pixels, seed)),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=corrector_nodes,
         )  # fmt: skip
         return onnx.load(str(out))

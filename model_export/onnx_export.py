@@ -40,6 +40,7 @@ from training.data.dataset import scan_images
 OPSET = 17
 MAX_TENSORRT_OPSET = 20  # TensorRT 10's ONNX parser reads opsets 9..20
 QUANTIZER_SCOPE = "/quantize/"  # ONNX node-name prefix of VectorQuantizer2 in the traced graph
+CORRECTOR_SCOPE = "/corrector/"  # ... and of the LR corrector (training/models/corrector.py)
 BATCH_AXIS = "batch"
 TRACE_BATCH = 2  # not 1, so that no op specialises on a singleton batch
 

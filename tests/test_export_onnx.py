@@ -1,5 +1,6 @@
-"""Fused module and ONNX export on the tiny preset (random weights, tile 32, CPU): contract, metadata,
-TensorRT-friendliness checks, and ONNX Runtime vs PyTorch parity on real photo tiles (fp32 and fp16)."""
+"""Fused module and ONNX export on the tiny preset (random weights with an LR corrector, tile 32, CPU):
+contract, metadata, TensorRT-friendliness checks, and ONNX Runtime vs PyTorch parity on real photo tiles
+(fp32 and fp16)."""
 
 import hashlib
 import json
@@ -18,7 +19,7 @@ import rsd
 from model_export import ExportError
 from model_export.fused import build_fused, load_fused_module
 from model_export.metadata import REQUIRED_KEYS, read_metadata
-from model_export.onnx_export import QUANTIZER_SCOPE, check_graph, export_onnx, save, to_fp16
+from model_export.onnx_export import CORRECTOR_SCOPE, QUANTIZER_SCOPE, check_graph, export_onnx, save, to_fp16
 from model_export.parity import compare, make_noise, photo_tiles
 from model_export.synthetic import write_random_model_dir
 from rsd import contract
@@ -46,7 +47,9 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory):
-    return write_random_model_dir(tmp_path_factory.mktemp("export") / "tiny-run" / "model", "tiny-x4", seed=1)
+    """A random student with an LR corrector, as the embedded default has."""
+    path = tmp_path_factory.mktemp("export") / "tiny-run" / "model"
+    return write_random_model_dir(path, "tiny-x4", seed=1, corrector=CorrectorConfig())
 
 
 @pytest.fixture(scope="module")
@@ -306,13 +309,9 @@ def test_check_graph_finds_what_tensorrt_or_the_service_would_reject(tmp_path):
 
 @pytest.fixture(scope="module")
 def unquantized_dir(student_dir, tmp_path_factory):
-    """The random student decoding its latent without the codebook lookup and with an LR corrector, as the
-    embedded default does."""
-    corrector = write_random_model_dir(
-        tmp_path_factory.mktemp("corrector") / "model", "tiny-x4", seed=2, corrector=CorrectorConfig()
-    )
+    """The random student decoding its latent without the codebook lookup, as the embedded default does."""
     model = tmp_path_factory.mktemp("unquantized") / "model"
-    copy_model_dir(student_dir, model, corrector_from=corrector)
+    copy_model_dir(student_dir, model)
     config = json.loads((model / "config.json").read_text())
     config["components"]["autoencoder"]["kwargs"]["decode_quantized"] = False
     (model / "config.json").write_text(json.dumps(config))
@@ -367,9 +366,15 @@ def test_int8_quantises_the_convolutions_and_serves_close_to_fp32(unquantized_di
     weights = {i.name: i for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     producers = {output: node for node in model.graph.node for output in node.output}
-    conv_weights = [producers[conv.input[1]] for conv in convs]
+    int8_convs = [n for n in convs if not n.name.startswith(CORRECTOR_SCOPE)]
+    conv_weights = [producers[conv.input[1]] for conv in int8_convs]
     assert conv_weights and all(n.op_type == "DequantizeLinear" for n in conv_weights)
     assert all(weights[n.input[0]].data_type == TensorProto.INT8 for n in conv_weights)
+    corrector_convs = [n for n in convs if n.name.startswith(CORRECTOR_SCOPE)]
+    assert len(corrector_convs) == 11  # resamplers and network stay fp32
+    assert all(
+        n.input[1] in weights and weights[n.input[1]].data_type == TensorProto.FLOAT for n in corrector_convs
+    )
 
     backend = load_backend(Settings(model_path=int8, threads=1))
     assert backend.info.precision == "int8" and backend.info.tile_size == TILE

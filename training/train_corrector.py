@@ -3,7 +3,7 @@ model directory.
 
 The student, its encoder and its decoder stay as they are; on (HR crop, LR of the mixture) pairs the
 corrector learns, from the decoded one-step output and the LR, the low-frequency residual that brings the
-output closer to the HR, with the decoder stage's MSE + L1 + LPIPS. It starts as plain back-projection,
+output closer to the HR, on -PSNR per sample plus LPIPS. It starts as plain back-projection,
 which already removes most of the student's drift on clean photos but puts a degraded LR's noise back;
 the learned part decides from the LR how much of it to trust (docs/distillation.md, "The LR corrector").
 The export holds only the corrector; `copy_model_dir(model, dst, corrector_from=<this>/model)` adds it
@@ -23,8 +23,16 @@ from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import CorrectorConfig, LRCorrector
 from training.pipeline import SRPipeline
-from training.train_decoder import DecoderLossConfig
 from training.trainer import OptimConfig, RunConfig, Trainer
+
+
+@dataclass
+class CorrectorLossConfig:
+    """-PSNR per sample, averaged: what `rsd eval` scores. An MSE over the batch would let the heavily
+    degraded samples, whose errors are several times larger, decide how much the LR is trusted."""
+
+    psnr: float = 1.0  # mean over samples of 10 log10(MSE), in dB on [-1, 1] images
+    lpips: float = 0.2  # LPIPS-alex
 
 
 @dataclass
@@ -35,7 +43,7 @@ class CorrectorTrainConfig:
     degradation: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=8))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, betas=[0.9, 0.99]))
-    loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
+    loss: CorrectorLossConfig = field(default_factory=CorrectorLossConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/corrector", steps=600))
 
 
@@ -68,10 +76,11 @@ class CorrectorTrainer(Trainer):
             lq01 = make_lr(hr01, cfg.lr_mode, self.degradation, generator)  # (B,3,S/4,S/4)
             z0 = self.pipe.draw_one_step_latent(lq01 * 2 - 1, generator)  # (B,3,S/4,S/4)
             sr01 = (self.pipe.autoencoder.decode(z0).clamp(-1, 1) + 1) / 2  # (B,3,S,S), uncorrected
-        sr, hr = corrector(sr01, lq01) * 2 - 1, hr01 * 2 - 1  # the decoder stage's loss, in [-1, 1]
-        mse, l1 = (sr - hr).pow(2).mean(), (sr - hr).abs().mean()
-        loss = loss_cfg.mse * mse + loss_cfg.l1 * l1
-        stats = {"mse": mse.item(), "l1": l1.item()}
+        sr, hr = corrector(sr01, lq01) * 2 - 1, hr01 * 2 - 1  # (B,3,S,S) in [-1, 1]
+        mse = (sr - hr).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        neg_psnr = (10 * torch.log10(mse + 1e-10)).mean()
+        loss = loss_cfg.psnr * neg_psnr
+        stats = {"mse": mse.mean().item(), "neg_psnr_db": neg_psnr.item()}
         if self.lpips is not None:
             lp = self.lpips(sr, hr).mean()
             loss = loss + loss_cfg.lpips * lp

@@ -11,7 +11,8 @@ import typer
 
 app = typer.Typer(help="x4 super-resolution with one-step residual shifting diffusion.", no_args_is_help=True)
 train_app = typer.Typer(
-    help="Train the autoencoder, the ResShift teacher, the RSD student or its decoder.", no_args_is_help=True
+    help="Train the autoencoder, the ResShift teacher, the RSD student and the stages behind it.",
+    no_args_is_help=True,
 )
 data_app = typer.Typer(help="Validation sets and pretrained metric weights.", no_args_is_help=True)
 export_app = typer.Typer(

@@ -29,6 +29,10 @@ def main(workspace: Path) -> None:
             "changed_from_init": bool((flat - init).abs().max() > 0),
         }
         (workspace / "ddp" / "replicas.json").write_text(json.dumps(report))
+    # Both ranks reach here before either tears gloo down: a rank that destroyed the group while its peer
+    # was still in the all_gather aborted at exit now and then ("terminate called without an active
+    # exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -49,11 +49,10 @@ class CorrectorTrainConfig:
 
 class CorrectorTrainer(Trainer):
     cfg: CorrectorTrainConfig
+    single_process_stage = "corrector"
 
     def build(self) -> None:
         cfg = self.cfg
-        if self.world_size > 1:
-            raise ValueError("rsd train corrector runs as one process (a short stage; no DDP)")
         base = load_model_dir(cfg.model, self.device)
         if base.unet is None or base.autoencoder is None:
             raise ValueError(f"{cfg.model} needs a unet and an autoencoder to be corrected")

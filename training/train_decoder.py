@@ -47,11 +47,10 @@ class DecoderTrainConfig:
 
 class DecoderTrainer(Trainer):
     cfg: DecoderTrainConfig
+    single_process_stage = "decoder"
 
     def build(self) -> None:
         cfg = self.cfg
-        if self.world_size > 1:
-            raise ValueError("rsd train decoder runs as one process (a short stage; no DDP)")
         student = load_model_dir(cfg.student, self.device)
         source = load_model_dir(cfg.autoencoder, self.device)
         self.schedule = student.schedule

@@ -58,11 +58,10 @@ class LightTrainConfig:
 
 class LightTrainer(Trainer):
     cfg: LightTrainConfig
+    single_process_stage = "light"
 
     def build(self) -> None:
         cfg = self.cfg
-        if self.world_size > 1:
-            raise ValueError("rsd train light runs as one process (a short stage; no DDP)")
         student = load_model_dir(cfg.student, self.device)
         self.schedule = student.schedule
         self.student_config = student.config

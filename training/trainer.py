@@ -126,6 +126,8 @@ class Trainer:
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
     ema: EMA | None
     ema_of: str | None  # name in `modules` the EMA tracks
+    #: `rsd train <stage>` of a short stage that runs as one process: refused under DDP
+    single_process_stage: str | None = None
 
     def __init__(self, cfg, run: RunConfig):
         self.cfg = cfg
@@ -143,6 +145,10 @@ class Trainer:
         self.modules, self.optimizers, self.schedulers = {}, {}, {}
         self.ema, self.ema_of = None, None
         self._hr_batches = None
+        if self.single_process_stage and self.world_size > 1:
+            raise ValueError(
+                f"rsd train {self.single_process_stage} runs as one process (a short stage; no DDP)"
+            )
         self.build()
         self._writer = None
 

@@ -14,7 +14,8 @@ python scripts/demo_data.py --more-out data/more --holdout-out data/holdout
 
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder.yaml run.progress=false
 # The teacher: a 2000-step cosine, resumed on a 3500-step one, then on the config's 5000-step one (only its
-# fine-tune below is committed, so a clone that has that skips these: the 5000-step model is in the history).
+# fine-tune below is committed, so a clone that has that skips these; the 5000-step model is in the history:
+# `git restore --source 969d4ed runs/tiny-x4/teacher-5000/model`).
 [ -f runs/tiny-x4/teacher-mix/model/config.json ] || for steps in 2000 3500 5000; do
   nice rsd train teacher --config configs/tiny-x4/teacher.yaml run.steps=$steps run.progress=false
 done

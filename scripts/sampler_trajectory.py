@@ -1,6 +1,6 @@
 """Where T-step sampling gains or loses PSNR: the decoded x_0 prediction after every reverse step.
 
-    python scripts/sampler_trajectory.py runs/tiny-x4/teacher-5000/model data/demo/val-realesrgan
+    python scripts/sampler_trajectory.py runs/tiny-x4/teacher-mix/model data/demo/val-realesrgan
     python scripts/sampler_trajectory.py MODEL_DIR VAL_DIR --noise-scale 0   # the same chain without noise
 
 Prints, per photo and on average, the PSNR-Y gain over bicubic of Dec(f(x_t, t)) for t = T-1 .. 0: the

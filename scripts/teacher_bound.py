@@ -1,6 +1,6 @@
 """How high can any sampler of a teacher score in PSNR? Scores posterior-mean estimates on a fixed val set.
 
-    python scripts/teacher_bound.py runs/tiny-x4/teacher-5000/model data/demo/val-realesrgan --draws 8
+    python scripts/teacher_bound.py runs/tiny-x4/teacher-mix/model data/demo/val-realesrgan --draws 8
 
 A T-step sample is a draw from the model's posterior, so its expected error is above that of the
 posterior mean, which is the PSNR-optimal output of the model. This prints, next to bicubic: one

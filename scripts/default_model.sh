@@ -47,8 +47,8 @@ c(sys.argv[1], sys.argv[4], unet_dtype=torch.float16, autoencoder_from=sys.argv[
 " "$STUDENT" "$DECODER" "$LIGHT" "$BASE"
 # ... with the LR corrector fitted behind that (docs/distillation.md, "The LR corrector"). Its graphs take
 # LR tiles of 64 to 256 pixels, which the service picks per image (without the attention a tile's cost is
-# linear in its area), run their convolutions in int8 (the corrector's excepted), calibrated on the
-# training photos, and read the student's safetensors for the rest (README, Performance).
+# linear in its area), run their convolutions in int8 (the corrector's and the bicubic resamplers' excepted),
+# calibrated on the training photos, and read the student's safetensors for the rest (README, Performance).
 nice rsd train corrector --config configs/tiny-x4/corrector.yaml run.progress=false
 mkdir -p models/default
 rm -rf models/default/student

@@ -91,9 +91,9 @@ def main(out_dir: Path) -> None:
         "decoder is not used); the corrector stage's LR corrector (student/corrector.safetensors) in fp32, "
         "applied to every output",
         "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, run their "
-        "convolutions but the corrector's in int8 (calibrated on tiles of data/demo/train; the int8 "
-        "weights in rsd-tiny-x4.weights), read the student's safetensors for the rest, and each image is "
-        "laid out in them",
+        "convolutions but the corrector's and the bicubic resamplers' in int8 (calibrated on tiles of "
+        "data/demo/train; the int8 weights in rsd-tiny-x4.weights), read the student's safetensors for "
+        "the rest, and each image is laid out in them",
         "stages": stages,
         "total_cpu_hours": round(sum(s["cpu_hours"] for s in stages.values()), 3),
         "evaluations": evaluations,

@@ -1,40 +1,18 @@
-"""The LR corrector (training/models/corrector.py) and its resamplers (training/resample.py): the
-resamplers are torch's, the corrector starts as plain back-projection, and a model directory that holds
-one corrects what every user of the directory computes."""
+"""The LR corrector (training/models/corrector.py): it starts as plain back-projection, and a model directory
+that holds one corrects what every user of the directory computes."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model_export.synthetic import write_random_model_dir
 from training.checkpoint import copy_model_dir, load_model_dir
 from training.models import CorrectorConfig, LRCorrector
 from training.pipeline import SCALE, SRPipeline
-from training.resample import downscale, gaussian_blur, upscale
+from training.resample import downscale, upscale
 
 
 def images(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def test_downscale_is_torchs_antialiased_bicubic_borders_included():
-    hr = images(2, 3, 72, 40)
-    expected = F.interpolate(hr, size=(18, 10), mode="bicubic", antialias=True, align_corners=False)
-    torch.testing.assert_close(downscale(hr, SCALE), expected, atol=1e-6, rtol=0)
-
-
-def test_upscale_is_torchs_bicubic_borders_included():
-    lr = images(2, 3, 9, 14)
-    expected = F.interpolate(lr, scale_factor=SCALE, mode="bicubic", align_corners=False)
-    torch.testing.assert_close(upscale(lr, SCALE), expected, atol=1e-6, rtol=0)
-
-
-def test_blur_keeps_flat_images_to_the_border_and_sigma_zero_is_the_identity():
-    flat = torch.full((1, 3, 7, 11), 0.3)
-    torch.testing.assert_close(gaussian_blur(flat, 1.5), flat)
-    noise = images(1, 3, 16, 16)
-    assert torch.equal(gaussian_blur(noise, 0.0), noise)
-    assert gaussian_blur(noise, 1.0).std() < 0.5 * noise.std()
 
 
 def test_back_projection_leaves_an_output_alone_that_downscales_to_the_lr():
@@ -50,9 +28,10 @@ def test_back_projection_without_blur_brings_the_downscale_to_the_lr():
     assert after < 0.5 * before
 
 
-def test_a_new_corrector_is_the_plain_back_projection_and_learns_from_there():
+@pytest.mark.parametrize("detail", [False, True])
+def test_a_new_corrector_is_the_plain_back_projection_and_learns_from_there(detail):
     lq, sr = images(2, 3, 16, 16, seed=3), images(2, 3, 64, 64, seed=4)
-    learned = LRCorrector(CorrectorConfig(width=8, blocks=1))
+    learned = LRCorrector(CorrectorConfig(width=8, blocks=1, detail=detail))
     plain = LRCorrector(CorrectorConfig(width=0))
     assert list(plain.parameters()) == []
     torch.testing.assert_close(learned(sr, lq), plain(sr, lq))
@@ -60,9 +39,21 @@ def test_a_new_corrector_is_the_plain_back_projection_and_learns_from_there():
     assert learned.net[-1].weight.grad.abs().sum() > 0
 
 
+def test_a_detail_gain_of_minus_one_keeps_only_the_lr_band_of_the_output():
+    """detail_gain = -1 everywhere drops sr - upscale(downscale(sr)): what is left is the back-projected
+    upscale of the output's downscale, here of the LR itself (a blur-free back-projection onto lq)."""
+    lq, sr = images(1, 3, 16, 16, seed=5), images(1, 3, 64, 64, seed=6)
+    corrector = LRCorrector(CorrectorConfig(sigma_lr=0.0, width=8, blocks=1, detail=True))
+    with torch.no_grad():
+        corrector.net[-1].bias[6:] = -1.0
+    torch.testing.assert_close(corrector(sr, lq), upscale(lq, SCALE).clamp(0, 1), atol=1e-5, rtol=0)
+
+
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match=">= 0"):
         CorrectorConfig(sigma_lr=-1)
+    with pytest.raises(ValueError, match="width > 0"):
+        CorrectorConfig(width=0, detail=True)
 
 
 def test_a_model_directory_with_a_corrector_corrects_the_pipelines_output(tmp_path):

@@ -366,15 +366,17 @@ def test_int8_quantises_the_convolutions_and_serves_close_to_fp32(unquantized_di
     weights = {i.name: i for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     producers = {output: node for node in model.graph.node for output in node.output}
-    int8_convs = [n for n in convs if not n.name.startswith(CORRECTOR_SCOPE)]
+    grouped = {n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)}
+    corrector_convs = {n.name for n in convs if n.name.startswith(CORRECTOR_SCOPE)}
+    # the resamplers outside the corrector: the light encoder's bicubic bypass and the decoder's, two each
+    assert len(corrector_convs) == 11 and len(grouped - corrector_convs) == 4
+    int8_convs = [n for n in convs if n.name not in grouped | corrector_convs]
     conv_weights = [producers[conv.input[1]] for conv in int8_convs]
     assert conv_weights and all(n.op_type == "DequantizeLinear" for n in conv_weights)
     assert all(weights[n.input[0]].data_type == TensorProto.INT8 for n in conv_weights)
-    corrector_convs = [n for n in convs if n.name.startswith(CORRECTOR_SCOPE)]
-    assert len(corrector_convs) == 11  # resamplers and network stay fp32
-    assert all(
-        n.input[1] in weights and weights[n.input[1]].data_type == TensorProto.FLOAT for n in corrector_convs
-    )
+    fp32_convs = [n for n in convs if n.name in grouped | corrector_convs]  # the resamplers, the corrector
+    assert all(n.input[1] in weights for n in fp32_convs)
+    assert all(weights[n.input[1]].data_type == TensorProto.FLOAT for n in fp32_convs)
 
     backend = load_backend(Settings(model_path=int8, threads=1))
     assert backend.info.precision == "int8" and backend.info.tile_size == TILE

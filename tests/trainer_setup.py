@@ -29,7 +29,7 @@ def make_photo_folder(root: Path) -> Path:
 
 
 def common_overrides(tmp: Path, out: str) -> list[str]:
-    """Point a stage at the test's own photos only: a committed config's extra folders are not on a CI machine."""
+    """Point a stage at the test's own photos only: a config's extra folders are not on a CI machine."""
     return [
         f"data.train_dir={tmp / 'photos'}",
         "data.extra_train_dirs=[]",

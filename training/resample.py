@@ -9,6 +9,10 @@ and the service's tiles compute what `rsd eval` does.
     blur:      Gaussian of sigma pixels, radius ceil(3 sigma), renormalised at the borders
     upscale:   `F.interpolate(mode="bicubic", align_corners=False)` xf exactly, border taps clamped as
                torch does
+    upscale_average: `F.avg_pool2d(upscale(x, f), f)` as one 5-tap filter at the input's resolution
+
+The autoencoders use them too (their resampling bypasses and ResShift's bicubic condition), so training,
+export and service share one definition of each resampler.
 """
 
 from __future__ import annotations
@@ -54,6 +58,15 @@ def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
     y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), weight_w, groups=c)  # (B,C*f,fh,w)
     y = y.reshape(-1, c, factor, h * factor, w).permute(0, 1, 3, 4, 2)  # (B,C,fh,w,f)
     return y.reshape(-1, c, h * factor, w * factor)
+
+
+def upscale_average(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B,C,h,w) -> (B,C,h,w): the mean of each f x f block of `upscale(x, f)`. Both are linear and
+    separable, so the average of the f phases is one 5-tap filter per axis on the replicate-padded input."""
+    c = int(x.shape[1])
+    taps = torch.from_numpy(_upscale_phases(factor).mean(axis=0)).to(x)  # (5,)
+    y = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), taps.repeat(c, 1)[:, None, :, None], groups=c)
+    return F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), taps.repeat(c, 1)[:, None, None, :], groups=c)
 
 
 def _normalised_conv(x: torch.Tensor, taps: np.ndarray, stride: int) -> torch.Tensor:

@@ -27,10 +27,10 @@ from training.data.valset import load_val_set
 from training.diffusion import ScheduleConfig
 from training.metrics import LPIPS
 from training.models import build_autoencoder
-from training.models.autoencoder import bicubic_upsample
 from training.models.discriminator import PatchDiscriminator
 from training.pipeline import SCALE
 from training.presets import load_preset
+from training.resample import upscale
 from training.trainer import OptimConfig, RunConfig, Trainer
 from training.validation import Scorer, bicubic_up, save_grid
 
@@ -142,7 +142,7 @@ class AutoencoderTrainer(Trainer):
         lq_up = None
         if self.reference is not None:  # the LR a diffusion model encodes: bicubic x4 of the degraded LR
             lq = make_lr(hr01, cfg.lr_mode, self.degradation, generator) * 2 - 1
-            lq_up = bicubic_upsample(lq, SCALE)
+            lq_up = upscale(lq, SCALE)
         if step == 0 and loss_cfg.codebook_init_from_data:
             with torch.no_grad():
                 z = ae.encode(hr).float()
@@ -206,7 +206,7 @@ class AutoencoderTrainer(Trainer):
             z = ae.encode(x)
             rec = (ae.decode(z)[0].clamp(-1, 1) + 1) / 2
             if self.reference is not None:  # share of codes the reference gives the HR and the upsampled LR
-                lq_up = bicubic_upsample(lr[None].to(self.device) * 2 - 1, SCALE)
+                lq_up = upscale(lr[None].to(self.device) * 2 - 1, SCALE)
                 for ours_z, image in ((z, x), (ae.encode(lq_up), lq_up)):
                     same = ae.codebook_indices(ours_z) == ae.codebook_indices(self.reference.encode(image))
                     kept.append(same.float().mean().item())

@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 
 from training.metrics import LPIPS, psnr_y, ssim_y
-from training.models.autoencoder import bicubic_upsample
+from training.resample import upscale
 
 
 def bicubic_up(lr: torch.Tensor, scale: int = 4) -> torch.Tensor:
     """Plain bicubic x4 (the baseline every model is compared with), clamped to [0, 1]."""
-    return bicubic_upsample(lr[None], scale)[0].clamp(0, 1)
+    return upscale(lr[None], scale)[0].clamp(0, 1)
 
 
 class Scorer:

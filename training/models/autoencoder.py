@@ -11,15 +11,13 @@ Data flow (f = 2**(len(ch_mult)-1) = 4 for the official config):
 The diffusion model works on the continuous latent; ResShift quantizes only when decoding.
 """
 
-import functools
 from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.resample import cubic_kernel
+from training.resample import upscale
 
 # ----------------------------------------------------------------------------------------------------
 # config
@@ -272,33 +270,8 @@ class Decoder(nn.Module):
             h = level(h)  # ... -> (B,ch*ch_mult[0],h*f,w*f)
         h = self.conv_out(swish(self.norm_out(h)))  # (B,out_ch,h*f,w*f)
         if self.resample_skip:
-            h = h + bicubic_upsample(z, self.factor)
+            h = h + upscale(z, self.factor)
         return h
-
-
-@functools.lru_cache(maxsize=64)
-def _bicubic_rows(n: int, factor: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(n*factor, n): row i holds the weights torch's bicubic (align_corners=False, taps clamped at the
-    borders) gives output pixel i. Built in numpy, so a traced graph sees a constant."""
-    src = (np.arange(n * factor) + 0.5) / factor - 0.5  # source coordinate of each output pixel
-    left = np.floor(src).astype(np.int64)
-    rows = np.zeros((n * factor, n))
-    for tap in range(-1, 3):
-        taps = np.clip(left + tap, 0, n - 1)
-        np.add.at(rows, (np.arange(n * factor), taps), cubic_kernel(src - (left + tap)))
-    return torch.from_numpy(rows).to(device=device, dtype=dtype)
-
-
-def bicubic_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """(B,C,h,w) -> (B,C,h*f,w*f): `F.interpolate(mode="bicubic", align_corners=False)` as two matmuls.
-
-    Bicubic is separable, so the result equals interpolate's to float rounding. An exported graph of a
-    fixed tile size gets two small constant matrices: ONNX Runtime's cubic Resize was 8% of a tile.
-    """
-    h, w = x.shape[-2:]
-    rows_h = _bicubic_rows(h, factor, x.device, x.dtype)  # (h*f, h)
-    rows_w = _bicubic_rows(w, factor, x.device, x.dtype)  # (w*f, w)
-    return rows_h @ x @ rows_w.t()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -440,7 +413,7 @@ class VQModelTorch(nn.Module):
 
     def encode_lr(self, lq: torch.Tensor) -> torch.Tensor:
         """z_y, ResShift's condition: the latent of the bicubic-upsampled LR (lq (B,3,h,w) in [-1,1])."""
-        return self.encode(bicubic_upsample(lq, self.cfg.factor))
+        return self.encode(upscale(lq, self.cfg.factor))
 
     @property
     def latent_channels(self) -> int:

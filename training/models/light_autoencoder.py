@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.autoencoder import VQModelTorch, bicubic_upsample
+from training.models.autoencoder import VQModelTorch
+from training.resample import upscale, upscale_average
 
 ARCHITECTURE = "light"  # the `architecture` kwarg that makes build_autoencoder build this model
 LIGHT_ENCODER_VQ = "light_encoder+vq"  # ... and the one for LightEncoderVQ
@@ -144,12 +145,12 @@ class LightAutoencoder(nn.Module):
     def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
         """z (B,3,h,w) -> (B,3,4h,4w) in about [-1,1]; force_not_quantize is accepted for the VQ interface
         (this model never quantises)."""
-        return bicubic_upsample(z, self.cfg.factor) + self.decoder(z)
+        return upscale(z, self.cfg.factor) + self.decoder(z)
 
 
 def light_encode_lr(encoder: nn.Module, lq: torch.Tensor, factor: int) -> torch.Tensor:
     """The light encoder's z_y: the resampling bypass box_f(bicubic_f(lq)) plus the convolutions' residual."""
-    return F.avg_pool2d(bicubic_upsample(lq, factor), factor) + encoder(lq)
+    return upscale_average(lq, factor) + encoder(lq)
 
 
 class LightEncoderVQ(nn.Module):

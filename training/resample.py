@@ -50,12 +50,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
     """(B,C,h,w) -> (B,C,fh,fw): bicubic as f phases of a 5-tap filter per axis, then interleaved."""
     c, h, w = (int(size) for size in x.shape[1:])  # fixed per graph; the batch stays dynamic (-1)
-    phases = torch.from_numpy(_upscale_phases(factor)).to(x)  # (f, 5)
-    weight_h = phases.repeat(c, 1)[:, None, :, None]  # (C*f, 1, 5, 1)
-    y = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), weight_h, groups=c)  # (B,C*f,h,w)
+    phases = _upscale_phases(factor)  # (f, 5)
+    y = _replicate_conv(x, phases, axis=2)  # (B,C*f,h,w)
     y = y.reshape(-1, c, factor, h, w).permute(0, 1, 3, 2, 4).reshape(-1, c, h * factor, w)
-    weight_w = phases.repeat(c, 1)[:, None, None, :]  # (C*f, 1, 1, 5)
-    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), weight_w, groups=c)  # (B,C*f,fh,w)
+    y = _replicate_conv(y, phases, axis=3)  # (B,C*f,fh,w)
     y = y.reshape(-1, c, factor, h * factor, w).permute(0, 1, 3, 4, 2)  # (B,C,fh,w,f)
     return y.reshape(-1, c, h * factor, w * factor)
 
@@ -63,10 +61,18 @@ def upscale(x: torch.Tensor, factor: int) -> torch.Tensor:
 def upscale_average(x: torch.Tensor, factor: int) -> torch.Tensor:
     """(B,C,h,w) -> (B,C,h,w): the mean of each f x f block of `upscale(x, f)`. Both are linear and
     separable, so the average of the f phases is one 5-tap filter per axis on the replicate-padded input."""
+    taps = _upscale_phases(factor).mean(axis=0, keepdims=True)  # (1, 5)
+    return _replicate_conv(_replicate_conv(x, taps, axis=2), taps, axis=3)
+
+
+def _replicate_conv(x: torch.Tensor, taps: np.ndarray, axis: int) -> torch.Tensor:
+    """(B,C,h,w) -> (B,C*K,h,w): each channel convolved with each of the K rows of taps (K, 5) along axis
+    (2: height, 3: width), the border pixels repeated as torch's bicubic clamps its taps."""
     c = int(x.shape[1])
-    taps = torch.from_numpy(_upscale_phases(factor).mean(axis=0)).to(x)  # (5,)
-    y = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), taps.repeat(c, 1)[:, None, :, None], groups=c)
-    return F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), taps.repeat(c, 1)[:, None, None, :], groups=c)
+    weight = torch.from_numpy(taps).to(x).repeat(c, 1)  # (C*K, 5)
+    if axis == 2:
+        return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), weight[:, None, :, None], groups=c)
+    return F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), weight[:, None, None, :], groups=c)
 
 
 def _normalised_conv(x: torch.Tensor, taps: np.ndarray, stride: int) -> torch.Tensor:

@@ -189,6 +189,26 @@ def test_without_mid_attention_only_the_attention_is_dropped():
         assert (slim(x) - with_attention).abs().max() > 1e-3
 
 
+def test_decoder_blocks_drop_only_the_last_blocks_of_their_levels():
+    """decoder_blocks=(1, 2, 2) is SMALL's decoder without its second full-resolution block: every other
+    weight keeps its name and its place, and the network computes the full one with that block skipped."""
+    torch.manual_seed(0)
+    full = VQModelTorch(embed_dim=3, n_embed=8, ddconfig=SMALL)
+    assert full.cfg.decoder_blocks == (2, 2, 2)  # num_res_blocks + 1 per level, as officially
+    pruned = VQModelTorch(embed_dim=3, n_embed=8, ddconfig={**SMALL, "decoder_blocks": [1, 2, 2]})
+    dropped = set(full.state_dict()) - set(pruned.state_dict())
+    assert dropped and {k.split(".")[:4] == ["decoder", "up", "0", "block"] for k in dropped} == {True}
+    assert {k.split(".")[4] for k in dropped} == {"1"}
+    pruned.load_state_dict({k: v for k, v in full.state_dict().items() if k not in dropped})
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        full.decoder.up[0].block[1] = torch.nn.Identity()
+        torch.testing.assert_close(pruned(x), full(x), atol=0, rtol=0)
+    for bad in ([1, 2], [0, 2, 2]):
+        with pytest.raises(ValueError, match="decoder_blocks"):
+            VQModelTorch(embed_dim=3, n_embed=8, ddconfig={**SMALL, "decoder_blocks": bad})
+
+
 def test_light_autoencoder_starts_as_the_skip_models_resampling_pair(skip_model):
     """Untrained, the light model computes what an untrained resample_skip VQ model does: z_y of the
     bicubic-upsampled LR, and bicubic decoding. It is built from its stored kwargs."""

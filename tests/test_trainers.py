@@ -421,6 +421,30 @@ def test_decoder_stage_trains_only_the_decoder_and_exports_unquantized_decoding(
     assert json.loads((out / "config.json").read_text())["meta"]["stage"] == "decoder"
 
 
+def test_decoder_stage_prunes_the_decoder_it_fits(workspace, teacher_dir):
+    """decoder_blocks fits a decoder with fewer full-resolution blocks, starting from the source's weights;
+    the exported model records the pruning, so it loads (and exports) as it was trained."""
+    overrides = [
+        *common_overrides(workspace, "decoder_pruned"),
+        f"student={teacher_dir}",
+        f"autoencoder={teacher_dir}",
+        "decoder_blocks=[1,2,2]",
+        "data.crop_sizes=[32]",
+        "run.steps=1",
+    ]
+    cfg = load_config(DecoderTrainConfig, None, overrides)
+    DecoderTrainer(cfg, cfg.run).fit()
+    source = load_model_dir(teacher_dir).autoencoder
+    pruned = load_model_dir(workspace / "decoder_pruned" / "model").autoencoder
+    assert len(source.decoder.up[0].block) == 2 and len(pruned.decoder.up[0].block) == 1
+    assert set(pruned.state_dict()) < set(source.state_dict())
+    with torch.no_grad():
+        assert pruned(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    cfg = load_config(DecoderTrainConfig, None, [*overrides, "decoder_blocks=[1,2]"])
+    with pytest.raises(ValueError, match="decoder_blocks"):
+        DecoderTrainer(cfg, cfg.run).fit()
+
+
 def test_light_stage_fits_the_encoder_and_exports_a_servable_light_autoencoder(
     workspace, teacher_dir, tmp_path
 ):

@@ -3,7 +3,8 @@
 The autoencoder learned to decode (quantised) latents of HR photos; a student's one-step latents of
 degraded LR are another distribution. This stage freezes the student and the encoder (so z_y and the
 latent space stay as they are) and trains only post_quant_conv and the decoder on (student latent ->
-HR) pairs with MSE + L1 + LPIPS. With `decode_quantized: false` (the default here) the decoder reads the
+HR) pairs with MSE + L1 + LPIPS. `decoder_blocks` prunes the decoder first (fewer ResnetBlocks per level,
+the remaining ones keep their weights), so a cheaper decoder is fitted from the current one. With `decode_quantized: false` (the default here) the decoder reads the
 continuous latent, without the codebook lookup the official sampler does; the exported autoencoder
 records that, so the pipeline, the fused graph and the service decode the same way
 (docs/distillation.md, "A decoder adapted to the student").
@@ -37,12 +38,21 @@ class DecoderTrainConfig:
     student: str = "runs/tiny-x4/distill-tmix-fid10/model"  # its UNet makes the latents (frozen)
     autoencoder: str = "runs/tiny-x4/autoencoder-slim/model"  # the one to fine-tune; same latent space
     decode_quantized: bool = False
+    decoder_blocks: list[int] | None = None  # per level, 0 = full resolution; None keeps the source's
     lr_mode: str | dict[str, float] = "realesrgan"
     degradation: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_sizes=[128], batch_size=8))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, betas=[0.9, 0.99]))
     loss: DecoderLossConfig = field(default_factory=DecoderLossConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/decoder", steps=400))
+
+
+def load_pruned(ae: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `state` into `ae`, which may have fewer decoder blocks than the source: only those are left out."""
+    result = ae.load_state_dict(state, strict=False)
+    stray = [k for k in result.unexpected_keys if not k.startswith("decoder.up.")]
+    if result.missing_keys or stray:
+        raise ValueError(f"not a pruning of the source autoencoder: missing {result.missing_keys}, extra {stray}")
 
 
 class DecoderTrainer(Trainer):
@@ -54,12 +64,12 @@ class DecoderTrainer(Trainer):
         student = load_model_dir(cfg.student, self.device)
         source = load_model_dir(cfg.autoencoder, self.device)
         self.schedule = student.schedule
-        self.autoencoder_kwargs = {
-            **source.config["components"]["autoencoder"]["kwargs"],
-            "decode_quantized": cfg.decode_quantized,
-        }
+        kwargs = source.config["components"]["autoencoder"]["kwargs"]
+        if cfg.decoder_blocks is not None:
+            kwargs = {**kwargs, "ddconfig": {**kwargs["ddconfig"], "decoder_blocks": list(cfg.decoder_blocks)}}
+        self.autoencoder_kwargs = {**kwargs, "decode_quantized": cfg.decode_quantized}
         ae = build_autoencoder(self.autoencoder_kwargs).to(self.device)
-        ae.load_state_dict(source.autoencoder.state_dict())
+        load_pruned(ae, source.autoencoder.state_dict())
         ae.requires_grad_(False)
         self.trained = [*ae.post_quant_conv.parameters(), *ae.decoder.parameters()]
         for p in self.trained:

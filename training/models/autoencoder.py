@@ -32,6 +32,8 @@ class DDConfig:
     trained from scratch only has to learn a residual on top of a good resampling pair (a narrow f4 model
     trained for minutes on CPU otherwise stays ~10 dB below bicubic). See Encoder/Decoder.forward.
     mid_attention is ours too (default on, as officially); off, the cost is linear in the tile's area.
+    decoder_blocks is ours too: ResnetBlocks per decoder level (index 0 = full resolution), by default
+    num_res_blocks + 1 at every level as officially; fewer at full resolution, where a block costs the most.
     """
 
     ch: int = 128
@@ -49,10 +51,16 @@ class DDConfig:
     # False drops the attention of both mid blocks, the one layer that sees the whole tile: its cost grows
     # with the square of the tile's area.
     mid_attention: bool = True
+    decoder_blocks: tuple[int, ...] | None = None
 
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)
         self.attn_resolutions = tuple(self.attn_resolutions)
+        if self.decoder_blocks is None:
+            self.decoder_blocks = (self.num_res_blocks + 1,) * len(self.ch_mult)
+        self.decoder_blocks = tuple(self.decoder_blocks)
+        if len(self.decoder_blocks) != len(self.ch_mult) or min(self.decoder_blocks) < 1:
+            raise ValueError(f"decoder_blocks needs one count >= 1 per level, got {self.decoder_blocks}")
         if self.double_z:
             raise ValueError("double_z=True is a KL-autoencoder option; the VQ model needs double_z=False")
         if self.resample_skip and not (self.in_channels == self.z_channels == self.out_ch):
@@ -257,7 +265,7 @@ class Decoder(nn.Module):
             block_out = cfg.ch * cfg.ch_mult[i]
             use_attn = res in cfg.attn_resolutions
             levels[i] = DecoderLevel(
-                block_in, block_out, cfg.num_res_blocks + 1, use_attn, i != 0, cfg.dropout
+                block_in, block_out, cfg.decoder_blocks[i], use_attn, i != 0, cfg.dropout
             )
             block_in, res = block_out, res * 2
         self.up = nn.ModuleList(levels[i] for i in range(n_levels))

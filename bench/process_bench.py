@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.rrdbnet_bench import export_rrdbnet  # noqa: E402
-from service.settings import DEFAULT_MODEL_PATH  # noqa: E402
+from service.defaults import MODEL_PATH as DEFAULT_MODEL_PATH  # noqa: E402
 
 PHOTO_DIRS = (REPO / "data" / "holdout" / "photos", REPO / "data" / "demo" / "val")
 FALLBACK_PHOTO = REPO / "docs" / "demo.png"  # committed, so the bench runs on a bare clone

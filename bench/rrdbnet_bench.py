@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from service.defaults import MODEL_PATH as DEFAULT_MODEL_PATH  # noqa: E402
 from service.offline import upscale_bytes  # noqa: E402
-from service.settings import DEFAULT_MODEL_PATH  # noqa: E402
 
 
 class DenseBlock(nn.Module):

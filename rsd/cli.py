@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from service import defaults
+
 app = typer.Typer(help="x4 super-resolution with one-step residual shifting diffusion.", no_args_is_help=True)
 train_app = typer.Typer(
     help="Train the autoencoder, the ResShift teacher, the RSD student and the stages behind it.",
@@ -130,26 +132,37 @@ def upscale(
     fmt: Annotated[str, typer.Option("--format", help="png, jpeg or webp.")] = "png",
     quality: int | None = None,
     outscale: Annotated[float, typer.Option(min=1.0, max=4.0)] = 4.0,
+    threads: Annotated[
+        int, typer.Option(min=0, envvar="RSD_THREADS", help="ONNX Runtime threads; 0 = every core.")
+    ] = defaults.THREADS,
+    cache_dir: Annotated[
+        Path | None, typer.Option(envvar="RSD_CACHE_DIR", help="ONNX Runtime's optimised graphs.")
+    ] = None,
+    overlap: Annotated[
+        int, typer.Option(min=0, envvar="RSD_TILE_OVERLAP", help="Overlap of neighbouring tiles, LR pixels.")
+    ] = defaults.TILE_OVERLAP,
+    max_batch: Annotated[
+        int, typer.Option(min=1, envvar="RSD_MAX_BATCH_TILES", help="Most model-size tiles a batch holds.")
+    ] = defaults.MAX_BATCH_TILES,
 ) -> None:
     """Upscale files with the same tiler and backends as the service; unreadable files are skipped."""
     from service.backends import BackendError, load_backend
     from service.errors import ServiceError
-    from service.offline import first_graph_size, upscale_file
-    from service.settings import DEFAULT_MODEL_PATH, Settings
+    from service.offline import OfflineSettings, first_graph_size, upscale_file
 
     suffix = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}.get(fmt)
     if suffix is None:
         raise typer.BadParameter("--format must be png, jpeg or webp")
-    path = model or DEFAULT_MODEL_PATH
+    path = model or defaults.MODEL_PATH
     if tile is not None and path.suffix in (".onnx", ".json"):  # a set's graphs are <stem>-t<size>.onnx
         path = path if path.stem.endswith(f"-t{tile}") else path.with_name(f"{path.stem}-t{tile}.onnx")
     backend_name = (
         "torch" if path.is_dir() else "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
     )
-    settings = Settings(model_path=path, backend=backend_name)
+    settings = OfflineSettings(path, backend_name, threads, cache_dir or defaults.cache_dir(), max_batch)
     files = _collect_inputs(inputs)
     # a photo needs one or two of a set's graphs: load the first photo's largest first, the rest on demand
-    first_tile = None if not files or tile else first_graph_size(path, files[0][0], settings.tile_overlap)
+    first_tile = None if not files or tile else first_graph_size(path, files[0][0], overlap)
     try:
         backend = load_backend(settings, lazy=True, first_tile=first_tile)
     except BackendError as exc:
@@ -165,7 +178,7 @@ def upscale(
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
                 upscale_file(src, dst, backend, seed=seed, outscale=outscale, quality=quality,
-                             overlap=settings.tile_overlap, max_batch=settings.max_batch_tiles)  # fmt: skip
+                             overlap=overlap, max_batch=max_batch)  # fmt: skip
             except (ServiceError, OSError, ValueError) as exc:
                 failed += 1
                 typer.echo(f"\nskipping {src}: {exc}", err=True)

@@ -1,5 +1,6 @@
 """Upscale files without the server (the `rsd upscale` command): same decoding, tiler and encoding."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -10,6 +11,18 @@ from service.imageio import OutputFormat, compose, decode, encode, open_image
 from service.tiling import plan_tiles, upscale_tiled
 
 SUFFIX_FORMAT: dict[str, OutputFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    """The settings `rsd upscale` loads its backend with (service.backends.BackendSettings); its options read
+    them from the RSD_ variables the service's Settings reads."""
+
+    model_path: Path
+    backend: str
+    threads: int
+    cache_dir: Path
+    max_batch_tiles: int
 
 
 def upscale_bytes(

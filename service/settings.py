@@ -1,18 +1,12 @@
 """Every knob of the service in one place: environment variables with the `RSD_` prefix."""
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL_PATH = Path("models/default/rsd-tiny-x4.json")  # its graphs for five tile sizes
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/rsd, else ~/.cache/rsd (XDG base directory spec)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "rsd"
+from service import defaults
 
 
 class Settings(BaseSettings):
@@ -22,32 +16,34 @@ class Settings(BaseSettings):
 
     # Model and backend.
     model_path: Path = Field(
-        DEFAULT_MODEL_PATH,
+        defaults.MODEL_PATH,
         description="ONNX file (onnxruntime), TensorRT engine (tensorrt), a set of either for several tile "
         "sizes (.json manifest, service/backends/model_set.py) or model directory (torch).",
     )
     backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     threads: int = Field(
-        0, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core."
+        defaults.THREADS, ge=0, description="Intra-op threads of the CPU backend; 0 lets it use every core."
     )
     cache_dir: Path = Field(
-        default_factory=default_cache_dir,
+        default_factory=defaults.cache_dir,
         description="ONNX Runtime's optimised graphs, so later starts skip optimisation; safe to delete.",
     )
 
     # Batching and admission; the queue is counted in tiles, not requests, because tiles are the cost, and
     # in tiles of the model's tile size (128 for the default): a 256x256 tile counts 4, and a batch holds
     # the pixels of max_batch_tiles such tiles in any size (four of 128 = sixteen of 64 = one of 256).
-    # 4: on 2 CPU cores a batch of four 128x128 tiles runs as fast per tile as eight and holds half the
-    # memory (1.1 against 2.2 GiB resident); GPUs want more (the gpu overlay sets 32).
-    max_batch_tiles: int = Field(4, ge=1, description="Most tiles the model runs in one batch.")
+    max_batch_tiles: int = Field(
+        defaults.MAX_BATCH_TILES, ge=1, description="Most tiles the model runs in one batch."
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="How long an idle model waits for a fuller batch.")
     # 64: the default model serves about 1.1 tiles of 128x128 per second on 2 cores, so a full queue drains
     # in about the request timeout; a longer queue would answer 504 late where 429 now answers at once.
     max_queue_tiles: int = Field(
         64, ge=1, description="Tiles waiting for the model; more are refused with 429."
     )
-    tile_overlap: int = Field(8, ge=0, description="Overlap of neighbouring tiles in LR pixels.")
+    tile_overlap: int = Field(
+        defaults.TILE_OVERLAP, ge=0, description="Overlap of neighbouring tiles in LR pixels."
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Deadline of one request; past it: 504.")
 
     # Input limits, checked before decoding.

@@ -91,3 +91,19 @@ def test_export_trt_without_tensorrt_or_gpu_exits_2_with_one_line(tmp_path, sour
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot build a TensorRT engine here")
+
+
+def test_upscale_reads_the_services_variables_and_refuses_bad_values(tmp_path, model):
+    """RSD_THREADS, RSD_CACHE_DIR, RSD_TILE_OVERLAP and RSD_MAX_BATCH_TILES mean what they mean to the
+    service; a bad value is named, with exit status 2, before any model loads."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(src)
+    args = ["upscale", str(src), "--model", str(model), "-o", str(tmp_path / "out")]
+    env = {"RSD_THREADS": "1", "RSD_CACHE_DIR": str(tmp_path / "cache"), "RSD_TILE_OVERLAP": "4",
+           "RSD_MAX_BATCH_TILES": "1"}  # fmt: skip
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out" / "a.png").size == (80, 80) and any((tmp_path / "cache").iterdir())
+    for name, value in (("RSD_TILE_OVERLAP", "-1"), ("RSD_MAX_BATCH_TILES", "0"), ("RSD_THREADS", "all")):
+        result = runner.invoke(app, args, env={name: value})
+        assert result.exit_code == 2 and name in result.output, (name, result.output)

@@ -113,8 +113,10 @@ def test_published_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["entry"]
 
 
-def test_upscale_imports_neither_the_web_stack_nor_torch(tmp_path, model):
-    """The real command in a fresh interpreter; `-X importtime` lists every module it imported."""
+def test_upscale_imports_neither_the_web_stack_nor_the_settings_nor_torch(tmp_path, model):
+    """The real command in a fresh interpreter; `-X importtime` lists every module it imported. Its options
+    read the service's RSD_ variables (here RSD_CACHE_DIR) without the service's Settings (pydantic-settings;
+    typer itself brings pydantic)."""
     Image.new("RGB", (20, 20), (90, 120, 30)).save(tmp_path / "in.png")
     env = {"RSD_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
@@ -128,4 +130,12 @@ def test_upscale_imports_neither_the_web_stack_nor_torch(tmp_path, model):
         line.rsplit("|", 1)[1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line
     }
     assert "onnxruntime" in imported
-    assert not imported & {"fastapi", "starlette", "uvicorn", "prometheus_client", "torch"}
+    assert not imported & {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "prometheus_client",
+        "pydantic_settings",
+        "torch",
+    }
+    assert any((tmp_path / "cache").iterdir())

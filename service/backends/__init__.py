@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from service.backends.base import Backend, BackendError, ModelInfo
 
-if TYPE_CHECKING:  # a backend alone (bench/gpu_bench.py) needs no pydantic
-    from service.settings import Settings
-
-__all__ = ["Backend", "BackendError", "ModelInfo", "load_backend"]
+__all__ = ["Backend", "BackendError", "BackendSettings", "ModelInfo", "load_backend"]
 
 
-def load_backend(settings: Settings, *, lazy: bool = False, first_tile: int | None = None) -> Backend:
+class BackendSettings(Protocol):
+    """What loading a model reads: the service's Settings, or `rsd upscale`'s options (without pydantic)."""
+
+    model_path: Path
+    backend: str
+    threads: int
+    cache_dir: Path
+    max_batch_tiles: int
+
+
+def load_backend(settings: BackendSettings, *, lazy: bool = False, first_tile: int | None = None) -> Backend:
     """The backend named by `settings.backend`, loaded from `settings.model_path`: one graph, or a set of
     graphs for several tile sizes (a .json manifest, service/backends/model_set.py) whose graphs load on
     first use when `lazy`, the `first_tile` size's first."""
@@ -29,7 +36,7 @@ def load_backend(settings: Settings, *, lazy: bool = False, first_tile: int | No
     return _load_graph(settings, path)
 
 
-def _load_graph(settings: Settings, path: Path) -> Backend:
+def _load_graph(settings: BackendSettings, path: Path) -> Backend:
     if not path.exists():
         raise BackendError(f"model not found at {path}")
     if settings.backend == "onnxruntime":

@@ -1,11 +1,16 @@
-"""bench/rrdbnet_peer.py: the peer's Real-ESRGAN-style tiling gives what one whole-image run gives."""
+"""bench/rrdbnet_peer.py: the peer's Real-ESRGAN-style tiling gives what one whole-image run gives;
+bench/process_phases.py: one real upscale process, phase by phase."""
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
+from bench.process_phases import PHASES, measure
 from bench.rrdbnet_peer import upscale_tiled
+from tests.onnx_fixture import build_fixture_model
 
 
 def local_x4_model(path) -> None:
@@ -33,3 +38,14 @@ def test_tiles_with_a_halo_match_the_whole_image(tmp_path):
     assert whole.shape == (1, 3, 84, 52)
     np.testing.assert_array_equal(upscale_tiled(session, lr, tile=8, pad=2), whole)
     assert not np.array_equal(upscale_tiled(session, lr, tile=8, pad=0), whole), "the halo matters"
+
+
+def test_process_phases_times_every_phase_of_one_real_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the child's ORT session cache
+    build_fixture_model(tmp_path / "m.onnx", tile=16)
+    Image.new("RGB", (24, 20), (90, 120, 30)).save(tmp_path / "in.png")
+    phases = measure(tmp_path / "m.onnx", tmp_path / "in.png")
+    assert set(phases) == {*PHASES, "start + exit", "total"}
+    assert all(phases[name] > 0 for name in PHASES)
+    assert sum(phases[name] for name in (*PHASES, "start + exit")) == pytest.approx(phases["total"])
+    assert any((tmp_path / "cache").rglob("*"))

@@ -24,6 +24,7 @@ nice rsd train teacher --config configs/tiny-x4/teacher-mix.yaml run.progress=fa
 nice rsd train distill --config configs/tiny-x4/distill.yaml run.progress=false
 nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.progress=false
 nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
+nice rsd train decoder --config configs/tiny-x4/decoder-pruned.yaml run.progress=false
 nice rsd train light --config configs/tiny-x4/light.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
@@ -32,15 +33,16 @@ for key in sys.argv[2].split('.'): c = c[key]
 print(c)" "$1" "$2"; }
 TEACHER=$(config_key configs/tiny-x4/teacher-mix.yaml run.out_dir)/model
 STUDENT=$(config_key configs/tiny-x4/distill.yaml run.out_dir)/model
-DECODER=$(config_key configs/tiny-x4/decoder.yaml run.out_dir)/model
+DECODER=$(config_key configs/tiny-x4/decoder-pruned.yaml run.out_dir)/model
 LIGHT=$(config_key configs/tiny-x4/light.yaml run.out_dir)/model
 BASE=$(config_key configs/tiny-x4/corrector.yaml model)
 CORRECTOR=$(config_key configs/tiny-x4/corrector.yaml run.out_dir)/model
 
 # The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
-# student's unquantised latents, behind the light stage's LR encoder (as good as the VQ encoder at a
-# fraction of its cost; the light decoder is not, so it is left out: docs/distillation.md) ...
+# student's unquantised latents, then fitted again with one block fewer at full and at half resolution,
+# behind the light stage's LR encoder (as good as the VQ encoder at a fraction of its cost; the light
+# decoder is not, so it is left out: docs/distillation.md) ...
 rm -rf "$BASE"
 python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
 c(sys.argv[1], sys.argv[4], unet_dtype=torch.float16, autoencoder_from=sys.argv[2], lr_encoder_from=sys.argv[3])

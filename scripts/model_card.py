@@ -26,6 +26,7 @@ STAGES = {
     "distill": ("configs/tiny-x4/distill.yaml", "rsd train distill"),
     "autoencoder-slim": ("configs/tiny-x4/autoencoder-slim.yaml", "rsd train autoencoder"),
     "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),
+    "decoder-pruned": ("configs/tiny-x4/decoder-pruned.yaml", "rsd train decoder"),
     "light": ("configs/tiny-x4/light.yaml", "rsd train light"),
     "corrector": ("configs/tiny-x4/corrector.yaml", "rsd train corrector"),
 }
@@ -87,7 +88,8 @@ def main(out_dir: Path) -> None:
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
         "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
         "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
-        "which it decodes without the codebook lookup) in fp32, behind the light stage's LR encoder (its "
+        "which it decodes without the codebook lookup, then fitted again with one block fewer at full and at "
+        "half resolution by the decoder-pruned stage) in fp32, behind the light stage's LR encoder (its "
         "decoder is not used); the corrector stage's LR corrector (student/corrector.safetensors) in fp32, "
         "applied to every output",
         "graph": "graphs (rsd-tiny-x4.json) take 64, 96, 128, 192 and 256 px LR tiles, run their "

@@ -3,11 +3,12 @@
 The autoencoder learned to decode (quantised) latents of HR photos; a student's one-step latents of
 degraded LR are another distribution. This stage freezes the student and the encoder (so z_y and the
 latent space stay as they are) and trains only post_quant_conv and the decoder on (student latent ->
-HR) pairs with MSE + L1 + LPIPS. `decoder_blocks` prunes the decoder first (fewer ResnetBlocks per level,
-the remaining ones keep their weights), so a cheaper decoder is fitted from the current one. With `decode_quantized: false` (the default here) the decoder reads the
+HR) pairs with MSE + L1 + LPIPS. With `decode_quantized: false` (the default here) the decoder reads the
 continuous latent, without the codebook lookup the official sampler does; the exported autoencoder
 records that, so the pipeline, the fused graph and the service decode the same way
-(docs/distillation.md, "A decoder adapted to the student").
+(docs/distillation.md, "A decoder adapted to the student"). `decoder_blocks` prunes the decoder first
+(fewer ResnetBlocks per level; the remaining ones keep their weights), so that a cheaper decoder is
+fitted from the current one (docs/distillation.md, "A pruned decoder").
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ class DecoderTrainConfig:
 
 
 def load_pruned(ae: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `state` into `ae`, which may have fewer decoder blocks than the source: only those are left out."""
+    """Load `state` into `ae`, which may have fewer decoder blocks than the source: only those are left."""
     result = ae.load_state_dict(state, strict=False)
-    stray = [k for k in result.unexpected_keys if not k.startswith("decoder.up.")]
+    stray = [k for k in result.unexpected_keys if not (k.startswith("decoder.up.") and ".block." in k)]
     if result.missing_keys or stray:
-        raise ValueError(f"not a pruning of the source autoencoder: missing {result.missing_keys}, extra {stray}")
+        missing = result.missing_keys
+        raise ValueError(f"not a pruning of the source autoencoder: missing {missing}, extra {stray}")
 
 
 class DecoderTrainer(Trainer):
@@ -66,7 +68,8 @@ class DecoderTrainer(Trainer):
         self.schedule = student.schedule
         kwargs = source.config["components"]["autoencoder"]["kwargs"]
         if cfg.decoder_blocks is not None:
-            kwargs = {**kwargs, "ddconfig": {**kwargs["ddconfig"], "decoder_blocks": list(cfg.decoder_blocks)}}
+            ddconfig = {**kwargs["ddconfig"], "decoder_blocks": list(cfg.decoder_blocks)}
+            kwargs = {**kwargs, "ddconfig": ddconfig}
         self.autoencoder_kwargs = {**kwargs, "decode_quantized": cfg.decode_quantized}
         ae = build_autoencoder(self.autoencoder_kwargs).to(self.device)
         load_pruned(ae, source.autoencoder.state_dict())

@@ -11,7 +11,7 @@ __all__ = ["Backend", "BackendError", "BackendSettings", "ModelInfo", "load_back
 
 
 class BackendSettings(Protocol):
-    """What loading a model reads: the service's Settings, or `rsd upscale`'s options (without pydantic)."""
+    """What loading a model reads: the service's Settings, or `rsd upscale`'s (service.offline)."""
 
     model_path: Path
     backend: str

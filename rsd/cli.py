@@ -65,6 +65,14 @@ def train_distill(config: ConfigOption = None, overrides: Overrides = None) -> N
     _fit(DistillTrainer, DistillTrainConfig, config, overrides)
 
 
+@train_app.command("prune")
+def train_prune(config: ConfigOption = None, overrides: Overrides = None) -> None:
+    """Fit a student with fewer Swin blocks to the full student's one-step latents (one process)."""
+    from training.train_prune import PruneTrainConfig, PruneTrainer
+
+    _fit(PruneTrainer, PruneTrainConfig, config, overrides)
+
+
 @train_app.command("decoder")
 def train_decoder(config: ConfigOption = None, overrides: Overrides = None) -> None:
     """Fine-tune the VQ decoder on a one-step student's latents (one process)."""

@@ -20,6 +20,7 @@ from training.data.valset import make_val_set
 from training.train_autoencoder import AutoencoderTrainConfig, AutoencoderTrainer
 from training.train_decoder import DecoderTrainConfig, DecoderTrainer
 from training.train_distill import DistillTrainConfig, DistillTrainer
+from training.train_prune import PruneTrainConfig, PruneTrainer
 from training.train_teacher import TeacherTrainConfig, TeacherTrainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,6 +444,34 @@ def test_decoder_stage_prunes_the_decoder_it_fits(workspace, teacher_dir):
     cfg = load_config(DecoderTrainConfig, None, [*overrides, "decoder_blocks=[1,2]"])
     with pytest.raises(ValueError, match="decoder_blocks"):
         DecoderTrainer(cfg, cfg.run).fit()
+
+
+def test_prune_stage_fits_a_unet_with_fewer_swin_blocks_to_the_full_one(workspace, teacher_dir):
+    """The pruned UNet starts from the source's weights, trains towards the source's own one-step latents,
+    and exports with its swin_depths and the source's autoencoder, so it loads as it was trained."""
+    overrides = [
+        *common_overrides(workspace, "prune"),
+        f"student={teacher_dir}",
+        "swin_depths=[1,2]",
+        "data.crop_sizes=[32]",
+        "run.steps=2",
+        "run.val_every=2",
+    ]
+    cfg = load_config(PruneTrainConfig, None, overrides)
+    metrics = PruneTrainer(cfg, cfg.run).fit()
+    assert {"student_psnr_y", "student_lpips_alex", "psnr_gain_db"} <= set(metrics)
+    assert all(r["latent_mse"] > 0 for r in read_log(workspace / "prune") if "latent_mse" in r)
+    source = load_model_dir(teacher_dir)
+    pruned = load_model_dir(workspace / "prune" / "model")
+    assert len(source.unet.input_blocks[1][1].blocks) == 2 and len(pruned.unet.input_blocks[1][1].blocks) == 1
+    assert set(pruned.unet.state_dict()) < set(source.unet.state_dict())
+    assert pruned.config["components"]["autoencoder"] == {
+        **source.config["components"]["autoencoder"],
+        "weights": "autoencoder.safetensors",
+    }
+    cfg = load_config(PruneTrainConfig, None, [*overrides, "swin_depths=[1]"])
+    with pytest.raises(ValueError, match="swin_depths"):
+        PruneTrainer(cfg, cfg.run).fit()
 
 
 def test_light_stage_fits_the_encoder_and_exports_a_servable_light_autoencoder(

@@ -161,3 +161,28 @@ def test_feature_map_not_divisible_by_window_raises(small):
     x = torch.zeros(1, 3, 40, 40)  # level 0 is fine (40 % 4 == 0), level 1 has 20x20, level 2 has 10x10
     with pytest.raises(ValueError, match="not divisible by the window"):
         small(x, torch.zeros(1, dtype=torch.long), lq=x)
+
+
+def test_swin_depths_drop_only_the_last_swin_blocks_of_their_level():
+    """swin_depths=(1, 2): the level-0 Swin layers keep their first block, every other weight keeps its name,
+    and the network computes the full one with those layers' second blocks skipped."""
+    torch.manual_seed(0)
+    kwargs = dict(image_size=8, model_channels=32, channel_mult=[1, 1], num_res_blocks=[1, 1],
+                  attention_resolutions=[8, 4], window_size=4, lq_size=8, swin_embed_dim=32)  # fmt: skip
+    full = UNetModelSwin(**kwargs)
+    pruned = UNetModelSwin(**kwargs, swin_depths=[1, 2])
+    dropped = set(full.state_dict()) - set(pruned.state_dict())
+    layers = {k.split(".blocks.")[0] for k in dropped}
+    assert layers == {"input_blocks.1.1", "output_blocks.2.1"}  # level 0, down and up
+    assert {k.split(".blocks.")[1].split(".")[0] for k in dropped} == {"1"}
+    assert len(full.middle_block[1].blocks) == len(pruned.middle_block[1].blocks) == 2  # the last level's
+    pruned.load_state_dict({k: v for k, v in full.state_dict().items() if k not in dropped})
+    x, lq = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    t = torch.tensor([3])
+    with torch.no_grad():
+        for layer in layers:
+            full.get_submodule(layer).blocks[1] = torch.nn.Identity()
+        torch.testing.assert_close(pruned(x, t, lq=lq), full(x, t, lq=lq), atol=0, rtol=0)
+    for bad in ([1], [0, 2]):
+        with pytest.raises(ValueError, match="swin_depths"):
+            UNetModelSwin(**kwargs, swin_depths=bad)

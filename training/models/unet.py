@@ -55,6 +55,9 @@ class UNetConfig:
     patch_norm: bool = False
     cond_mask: bool = False
     noise_channels: int = 0  # not official: extra input channels of the RSD student (0 for the teacher)
+    # not official: Swin blocks per BasicLayer at each channel_mult level (the middle block takes the last);
+    # None = swin_depth everywhere. Fewer at level 0, where attention runs over every latent pixel.
+    swin_depths: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # YAML/JSON give lists; store tuples so the config stays hashable and comparable.
@@ -63,6 +66,8 @@ class UNetConfig:
         object.__setattr__(self, "num_res_blocks", nrb)
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        depths = (self.swin_depth,) * len(self.channel_mult) if self.swin_depths is None else self.swin_depths
+        object.__setattr__(self, "swin_depths", tuple(depths))
         unsupported = {
             "dims != 2": self.dims != 2,
             "resblock_updown=True": self.resblock_updown,
@@ -81,6 +86,8 @@ class UNetConfig:
             raise ValueError(
                 f"num_res_blocks {nrb} needs one entry per channel_mult level {self.channel_mult}"
             )
+        if len(self.swin_depths) != len(self.channel_mult) or min(self.swin_depths) < 1:
+            raise ValueError(f"swin_depths needs one count >= 1 per level, got {self.swin_depths}")
         if self.noise_channels < 0:
             raise ValueError(f"noise_channels must be >= 0, got {self.noise_channels}")
         if self.noise_channels and not self.cond_lq:
@@ -328,7 +335,7 @@ class PatchConv(nn.Module):
 class BasicLayer(nn.Module):
     """C -> embed (1x1) -> depth Swin blocks -> C (1x1); no residual around the layer (official)."""
 
-    def __init__(self, channels: int, cfg: UNetConfig, resolution: int):
+    def __init__(self, channels: int, cfg: UNetConfig, resolution: int, depth: int):
         super().__init__()
         embed = cfg.swin_embed_dim
         self.patch_embed = PatchConv(channels, embed)
@@ -337,7 +344,7 @@ class BasicLayer(nn.Module):
             SwinTransformerBlock(
                 embed, resolution, cfg.swin_heads, cfg.window_size, i % 2 == 1, cfg.mlp_ratio
             )
-            for i in range(cfg.swin_depth)
+            for i in range(depth)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -366,7 +373,7 @@ class UNetModelSwin(nn.Module):
             return ResBlock(ch_in, emb_dim, cfg.dropout, ch_out, cfg.use_scale_shift_norm)
 
         def swin(ch: int, ds: int) -> BasicLayer:
-            return BasicLayer(ch, cfg, cfg.image_size // ds)
+            return BasicLayer(ch, cfg, cfg.image_size // ds, cfg.swin_depths[ds.bit_length() - 1])
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 

@@ -26,6 +26,8 @@ nice rsd train autoencoder --config configs/tiny-x4/autoencoder-slim.yaml run.pr
 nice rsd train decoder --config configs/tiny-x4/decoder.yaml run.progress=false
 nice rsd train decoder --config configs/tiny-x4/decoder-pruned.yaml run.progress=false
 nice rsd train light --config configs/tiny-x4/light.yaml run.progress=false
+# The prune stage's model is not committed (the tree stays under 64 MiB): a clone runs it, 0.15 CPU hours.
+nice rsd train prune --config configs/tiny-x4/prune.yaml run.progress=false
 
 # Each stage's run directory, as its config names it.
 config_key() { python -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1]))
@@ -33,12 +35,14 @@ for key in sys.argv[2].split('.'): c = c[key]
 print(c)" "$1" "$2"; }
 TEACHER=$(config_key configs/tiny-x4/teacher-mix.yaml run.out_dir)/model
 STUDENT=$(config_key configs/tiny-x4/distill.yaml run.out_dir)/model
+PRUNED=$(config_key configs/tiny-x4/prune.yaml run.out_dir)/model
 DECODER=$(config_key configs/tiny-x4/decoder-pruned.yaml run.out_dir)/model
 LIGHT=$(config_key configs/tiny-x4/light.yaml run.out_dir)/model
 BASE=$(config_key configs/tiny-x4/corrector.yaml model)
 CORRECTOR=$(config_key configs/tiny-x4/corrector.yaml run.out_dir)/model
 
-# The embedded student: the distilled UNet, stored in fp16 (half the bytes, computed in fp32), on the
+# The embedded student: the distilled UNet with one Swin block fewer in each level-0 Swin layer, fitted to
+# the full one (the prune stage), stored in fp16 (half the bytes, computed in fp32), on the
 # autoencoder without mid attention (same latent space) whose decoder the decoder stage fitted to the
 # student's unquantised latents, then fitted again with one block fewer at full and at half resolution,
 # behind the light stage's LR encoder (as good as the VQ encoder at a fraction of its cost; the light
@@ -46,7 +50,7 @@ CORRECTOR=$(config_key configs/tiny-x4/corrector.yaml run.out_dir)/model
 rm -rf "$BASE"
 python -c "import sys, torch; from training.checkpoint import copy_model_dir as c
 c(sys.argv[1], sys.argv[4], unet_dtype=torch.float16, autoencoder_from=sys.argv[2], lr_encoder_from=sys.argv[3])
-" "$STUDENT" "$DECODER" "$LIGHT" "$BASE"
+" "$PRUNED" "$DECODER" "$LIGHT" "$BASE"
 # ... with the LR corrector fitted behind that (docs/distillation.md, "The LR corrector"). Its graphs take
 # LR tiles of 64 to 256 pixels, which the service picks per image (without the attention a tile's cost is
 # linear in its area), run their convolutions in int8 (the corrector's and the bicubic resamplers' excepted),

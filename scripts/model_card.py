@@ -28,6 +28,7 @@ STAGES = {
     "decoder": ("configs/tiny-x4/decoder.yaml", "rsd train decoder"),
     "decoder-pruned": ("configs/tiny-x4/decoder-pruned.yaml", "rsd train decoder"),
     "light": ("configs/tiny-x4/light.yaml", "rsd train light"),
+    "prune": ("configs/tiny-x4/prune.yaml", "rsd train prune"),
     "corrector": ("configs/tiny-x4/corrector.yaml", "rsd train corrector"),
 }
 
@@ -86,7 +87,9 @@ def main(out_dir: Path) -> None:
         "data/more/COPYRIGHT); validation = data/demo/val in the clean, mild and realesrgan modes (seed 0)",
         "machine": {"cpu_threads": 2, "platform": platform.platform(), "torch": torch.__version__},
         "storage": "student/unet.safetensors and the graphs' UNet weights in fp16 (rounded from the trained "
-        "fp32 student, computed in fp32); the autoencoder (autoencoder-slim: no mid attention, the "
+        "fp32 student, with one Swin block fewer in each level-0 Swin layer, fitted by the prune stage "
+        "to the distilled student's latents; computed in fp32); the autoencoder (autoencoder-slim: no "
+        "mid attention, the "
         "autoencoder stage's latent space; its decoder fitted by the decoder stage to the student's latents, "
         "which it decodes without the codebook lookup, then fitted again with one block fewer at full and at "
         "half resolution by the decoder-pruned stage) in fp32, behind the light stage's LR encoder (its "

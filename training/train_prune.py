@@ -66,13 +66,11 @@ class PruneTrainer(Trainer):
         hr01 = self.next_hr_batch(cfg.data, step, self.run.steps)
         with torch.no_grad():
             lq = make_lr(hr01, cfg.lr_mode, self.degradation, generator) * 2 - 1  # (B,3,S/4,S/4)
-            b, _, h, w = lq.shape
-            prior = torch.randn((b, self.full.autoencoder.latent_channels, h, w), generator=generator)
-            channels = self.full.noise_channels
-            noise = torch.randn((b, channels, h, w), generator=generator) if channels else None
-            target = self.full.one_step_latent(lq, prior, noise)  # (B,3,S/4,S/4)
+            noises = generator.get_state()  # both pipelines draw the same prior and student noises
+            target = self.full.draw_one_step_latent(lq, generator)  # (B,3,S/4,S/4)
+        generator.set_state(noises)
         with self.autocast():
-            mse = (self.pruned.one_step_latent(lq, prior, noise).float() - target).pow(2).mean()
+            mse = (self.pruned.draw_one_step_latent(lq, generator).float() - target).pow(2).mean()
         stats = {"latent_mse": mse.item()}
         stats["grad_norm"] = self.optimizer_step("unet", mse, list(self.modules["unet"].parameters()),
                                                  cfg.optim.grad_clip)  # fmt: skip

@@ -9,6 +9,7 @@ from training.checkpoint import (
     copy_model_dir,
     load_model_dir,
     load_official_state_dict,
+    load_pruned_state_dict,
     load_state_dict_checked,
     save_model_dir,
 )
@@ -158,3 +159,21 @@ def test_non_checkpoint_file_is_rejected(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointMismatchError, match="not a state_dict"):
         load_official_state_dict(tmp_path / "list.pth")
+
+
+def test_pruned_state_dict_loads_what_remains_and_refuses_any_other_difference():
+    """Only the keys the predicate calls dropped may be left out; a missing or mis-shaped key still fails."""
+    torch.manual_seed(0)
+    full = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    pruned = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    state = {k: v for k, v in full.state_dict().items() if not k.startswith("1.")}
+    state = {k.replace("2.", "1.", 1) if k.startswith("2.") else k: v for k, v in state.items()}
+    extra = {**state, "9.weight": torch.zeros(1)}
+    load_pruned_state_dict(pruned, extra, lambda key: key.startswith("9."), "full")
+    assert torch.equal(pruned[1].weight, full[2].weight)
+    with pytest.raises(CheckpointMismatchError, match=r"not a pruning.*9\.weight"):
+        load_pruned_state_dict(pruned, extra, lambda key: key.startswith("8."), "full")
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys: 1\.bias"):
+        load_pruned_state_dict(pruned, {k: v for k, v in state.items() if k != "1.bias"}, bool, "full")
+    with pytest.raises(CheckpointMismatchError, match="mis-shaped"):
+        load_pruned_state_dict(pruned, {**state, "0.weight": torch.zeros(2, 4)}, bool, "full")

@@ -14,7 +14,7 @@ safetensors file per network:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,19 @@ def load_state_dict_checked(
                 parts.append(f"{label} keys: {shown}")
         raise CheckpointMismatchError("; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+def load_pruned_state_dict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], prunable: Callable[[str], bool], source: str
+) -> None:
+    """Load a larger network's `state` into a pruning of it: the keys `module` lacks may only be ones
+    `prunable` accepts (the dropped blocks); every other key loads as load_state_dict_checked loads it."""
+    kept = module.state_dict().keys()
+    stray = sorted(k for k in state if k not in kept and not prunable(k))
+    if stray:
+        name = type(module).__name__
+        raise CheckpointMismatchError(f"{source} is not a pruning of {name}: extra keys {stray[:8]}")
+    load_state_dict_checked(module, {k: v for k, v in state.items() if k in kept}, source)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from training.checkpoint import load_model_dir, save_model_dir
+from training.checkpoint import load_model_dir, load_pruned_state_dict, save_model_dir
 from training.data.degradations import build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.diffusion import ScheduleConfig
@@ -48,15 +48,6 @@ class DecoderTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/decoder", steps=400))
 
 
-def load_pruned(ae: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `state` into `ae`, which may have fewer decoder blocks than the source: only those are left."""
-    result = ae.load_state_dict(state, strict=False)
-    stray = [k for k in result.unexpected_keys if not (k.startswith("decoder.up.") and ".block." in k)]
-    if result.missing_keys or stray:
-        missing = result.missing_keys
-        raise ValueError(f"not a pruning of the source autoencoder: missing {missing}, extra {stray}")
-
-
 class DecoderTrainer(Trainer):
     cfg: DecoderTrainConfig
     single_process_stage = "decoder"
@@ -72,7 +63,12 @@ class DecoderTrainer(Trainer):
             kwargs = {**kwargs, "ddconfig": ddconfig}
         self.autoencoder_kwargs = {**kwargs, "decode_quantized": cfg.decode_quantized}
         ae = build_autoencoder(self.autoencoder_kwargs).to(self.device)
-        load_pruned(ae, source.autoencoder.state_dict())
+        load_pruned_state_dict(
+            ae,
+            source.autoencoder.state_dict(),
+            lambda key: key.startswith("decoder.up.") and ".block." in key,  # a dropped decoder block
+            cfg.autoencoder,
+        )
         ae.requires_grad_(False)
         self.trained = [*ae.post_quant_conv.parameters(), *ae.decoder.parameters()]
         for p in self.trained:

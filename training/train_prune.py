@@ -2,9 +2,9 @@
 
 A Swin layer at level 0 attends over every latent pixel; the two of the tiny student's UNet make up about
 30% of a served tile. This stage builds the student's UNet with `swin_depths` (Swin blocks per level),
-keeps every weight that remains (`load_pruned_unet`), and trains it on the full student's own one-step
-latents: same LR, same noises, MSE in latent space. The autoencoder is not touched, so the decoder fitted
-to the full student's latents still fits (docs/distillation.md, "A pruned student").
+keeps every weight that remains (checkpoint.load_pruned_state_dict), and trains it on the full student's
+own one-step latents: same LR, same noises, MSE in latent space. The autoencoder is not touched, so the
+decoder fitted to the full student's latents still fits (docs/distillation.md, "A pruned student").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from training.checkpoint import load_model_dir, save_model_dir
+from training.checkpoint import load_model_dir, load_pruned_state_dict, save_model_dir
 from training.data.degradations import build_degradation, make_lr
 from training.data.loader import DataConfig
 from training.diffusion import ScheduleConfig
@@ -33,15 +33,6 @@ class PruneTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/prune", steps=400))
 
 
-def load_pruned_unet(unet: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `state` into `unet`, which may have fewer Swin blocks than the source: only those are left."""
-    result = unet.load_state_dict(state, strict=False)
-    stray = [k for k in result.unexpected_keys if ".blocks." not in k]
-    if result.missing_keys or stray:
-        missing = result.missing_keys
-        raise ValueError(f"not a pruning of the source UNet: missing {missing}, extra {stray}")
-
-
 class PruneTrainer(Trainer):
     cfg: PruneTrainConfig
     single_process_stage = "prune"
@@ -52,7 +43,7 @@ class PruneTrainer(Trainer):
         self.source = source
         self.unet_kwargs = {**source.config["components"]["unet"]["kwargs"], "swin_depths": cfg.swin_depths}
         unet = build_unet(self.unet_kwargs).to(self.device)
-        load_pruned_unet(unet, source.unet.state_dict())
+        load_pruned_state_dict(unet, source.unet.state_dict(), lambda key: ".blocks." in key, cfg.student)
         self.full = SRPipeline(source.unet.requires_grad_(False).eval(), source.autoencoder, source.schedule)
         self.full.requires_grad_(False).eval()
         self.pruned = SRPipeline(unet, source.autoencoder, source.schedule)

@@ -32,8 +32,7 @@ def child(model: Path, image: Path) -> None:
     from service import defaults
     from service.backends import load_backend
     from service.imageio import compose, decode, encode, open_image
-    from service.offline import OfflineSettings, first_graph_size
-    from service.tiling import upscale_tiled
+    from service.offline import OfflineSettings, first_graph_size, upscale_rgb
 
     t1 = time.perf_counter()
     settings = OfflineSettings(
@@ -44,18 +43,11 @@ def child(model: Path, image: Path) -> None:
     t2 = time.perf_counter()
     decoded = decode(open_image(image.read_bytes(), 1 << 30))
     t3 = time.perf_counter()
-    info = backend.info
-    sr = upscale_tiled(
-        decoded.rgb,
-        backend.run,
-        sizes=info.tile_sizes,
-        overlap=defaults.TILE_OVERLAP,
-        seed=0,
-        batch_limits=info.batch_limits(defaults.MAX_BATCH_TILES),
-        scale=info.scale,
+    sr = upscale_rgb(
+        decoded.rgb, backend, seed=0, overlap=defaults.TILE_OVERLAP, max_batch=defaults.MAX_BATCH_TILES
     )
     t4 = time.perf_counter()
-    encode(compose(decoded, sr, 4.0, info.scale), "png", None, decoded.icc_profile)
+    encode(compose(decoded, sr, 4.0, backend.info.scale), "png", None, decoded.icc_profile)
     t5 = time.perf_counter()
     print(json.dumps(dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True))))
 

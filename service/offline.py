@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from rsd.contract import read_set
@@ -41,9 +42,15 @@ def upscale_bytes(
 
     `max_batch` counts tiles of the model's tile size, as RSD_MAX_BATCH_TILES does."""
     decoded = decode(open_image(data, max_pixels))
+    sr = upscale_rgb(decoded.rgb, backend, seed=seed, overlap=overlap, max_batch=max_batch)
+    return encode(compose(decoded, sr, outscale, backend.info.scale), fmt, quality, decoded.icc_profile)
+
+
+def upscale_rgb(rgb: np.ndarray, backend: Backend, *, seed: int, overlap: int, max_batch: int) -> np.ndarray:
+    """Decoded RGB in, the model's x4 result out, laid out in the backend's tile sizes."""
     info = backend.info
-    sr = upscale_tiled(
-        decoded.rgb,
+    return upscale_tiled(
+        rgb,
         backend.run,
         sizes=info.tile_sizes,
         overlap=overlap,
@@ -51,7 +58,6 @@ def upscale_bytes(
         batch_limits=info.batch_limits(max_batch),
         scale=info.scale,
     )
-    return encode(compose(decoded, sr, outscale, info.scale), fmt, quality, decoded.icc_profile)
 
 
 def upscale_file(
